@@ -1,0 +1,216 @@
+"""Checkpoint store: atomic, verified checkpoints with a manifest as the commit marker.
+
+A checkpoint is `ckpt-step<N>.pt` (torch.save of a plain dict) plus a sidecar `ckpt-step<N>.pt.json`
+with its size and sha256. `manifest.json` lists the complete checkpoints; it is written (atomically)
+only after the checkpoint and its sidecar are durable, so a checkpoint is never "latest" before it
+is whole. If the manifest itself is lost or corrupt, it is rebuilt from the sidecars.
+"""
+import copy
+import hashlib
+import io
+import os
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from jobs.errors import UserError
+from jobs.files import read_json, write_atomic, write_json_atomic
+
+MANIFEST = "manifest.json"
+SLOW_WRITE_ENV = "JOBS_TEST_SLOW_WRITE_SECONDS"  # test hook: stretch each write so kills land inside it
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-step{step:09d}.pt"
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def model_digest(model_state: dict) -> str:
+    """sha256 over the raw bytes of every tensor of a model state_dict, in key order."""
+    digest = hashlib.sha256()
+    for value in model_state.values():
+        if isinstance(value, torch.Tensor):
+            digest.update(tensor_bytes(value))
+    return digest.hexdigest()
+
+
+def snapshot(obj):
+    """A copy of a state dict whose tensors live on the host, so training can go on while it is written."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: snapshot(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(value) for value in obj)
+    return copy.deepcopy(obj)
+
+
+def _slow_write(seconds: float):
+    def write(f, data: bytes) -> None:
+        chunks = 8
+        size = -(-len(data) // chunks)
+        for i in range(chunks):
+            f.write(data[i * size:(i + 1) * size])
+            f.flush()
+            time.sleep(seconds / chunks)
+    return write
+
+
+class CheckpointStore:
+    """Saves, lists, verifies and prunes the checkpoints of one run directory."""
+
+    def __init__(self, directory: Path, keep_last: int = 3, keep_every_epochs: int | None = None, warn=print):
+        self.directory = Path(directory)
+        self.manifest_file = self.directory / MANIFEST
+        self.keep_last = keep_last
+        self.keep_every_epochs = keep_every_epochs
+        self.warn = warn
+        slow = os.environ.get(SLOW_WRITE_ENV)
+        self.write = _slow_write(float(slow)) if slow else None
+
+    # -- writing -----------------------------------------------------------------------------
+    def save(self, state: dict, step: int, epoch: float, *, epoch_end: bool = False, final: bool = False,
+             metric: float | None = None) -> dict:
+        """Write `state` (already a host snapshot) durably, then commit it in the manifest."""
+        started = time.perf_counter()
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        data = buffer.getvalue()
+        name = checkpoint_name(step)
+        entry = {"file": name, "step": step, "epoch": epoch, "epoch_end": epoch_end, "final": final,
+                 "metric": metric, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                 "model_digest": model_digest(state["task"]["model"]), "time": time.time()}
+        previous = self.entries()  # before the new sidecar exists, so a rebuild never lists it half-done
+        write_atomic(self.directory / name, data, self.write)
+        write_json_atomic(self.directory / (name + ".json"), entry)
+        entries = [e for e in previous if e["step"] != step] + [entry]
+        entries.sort(key=lambda e: e["step"])
+        kept = self._retained(entries)
+        write_json_atomic(self.manifest_file, {"format": 1, "checkpoints": kept})
+        self._delete_unlisted(kept)
+        entry["seconds"] = time.perf_counter() - started
+        return entry
+
+    def _retained(self, entries: list[dict]) -> list[dict]:
+        keep = {e["step"] for e in entries[-self.keep_last:]}
+        keep |= {e["step"] for e in entries if e.get("final")}
+        scored = [e for e in entries if e.get("metric") is not None]
+        if scored:
+            keep.add(max(scored, key=lambda e: (e["metric"], e["step"]))["step"])
+        if self.keep_every_epochs:
+            keep |= {e["step"] for e in entries
+                     if e.get("epoch_end") and round(e["epoch"]) % self.keep_every_epochs == 0}
+        return [e for e in entries if e["step"] in keep]
+
+    def _delete_unlisted(self, kept: list[dict]) -> None:
+        names = {e["file"] for e in kept}
+        for path in self.directory.glob("ckpt-step*.pt"):
+            if path.name not in names:
+                path.unlink(missing_ok=True)
+                (path.parent / (path.name + ".json")).unlink(missing_ok=True)
+
+    def remove_temp_files(self) -> list[Path]:
+        """Temp files left by a writer that was killed mid-write (only the lock holder calls this)."""
+        leftovers = list(self.directory.glob(".*.tmp-*"))
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return leftovers
+
+    # -- reading -----------------------------------------------------------------------------
+    def entries(self) -> list[dict]:
+        """Committed checkpoints, oldest first: the manifest, or the sidecars if it is unreadable."""
+        try:
+            manifest = read_json(self.manifest_file)
+            if manifest is not None:
+                return list(manifest["checkpoints"])
+        except (ValueError, KeyError, TypeError) as e:
+            self.warn(f"warning: {self.manifest_file} is corrupt ({e}); rebuilding it from the sidecar files")
+        else:
+            if not any(self.directory.glob("ckpt-step*.pt.json")):
+                return []
+            self.warn(f"warning: {self.manifest_file} is missing; rebuilding it from the sidecar files")
+        entries = []
+        for sidecar in sorted(self.directory.glob("ckpt-step*.pt.json")):
+            try:
+                entries.append(read_json(sidecar))
+            except ValueError:
+                continue
+        return sorted(entries, key=lambda e: e["step"])
+
+    def verify(self, entry: dict) -> bytes:
+        """The checkpoint's bytes if their size and sha256 match the entry; ValueError otherwise."""
+        path = self.directory / entry["file"]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"{entry['file']} is missing") from None
+        if len(data) != entry["size"]:
+            raise ValueError(f"{entry['file']} has {len(data)} bytes, expected {entry['size']} (truncated?)")
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise ValueError(f"{entry['file']} fails its sha256 check (corrupted)")
+        return data
+
+    def load_latest(self, on_fallback=None) -> tuple[dict, dict] | None:
+        """(state, entry) of the newest checkpoint that verifies; None if the run has none yet.
+
+        A bad checkpoint is reported through `on_fallback(entry, reason)` and the previous one is tried;
+        if checkpoints exist but none verifies, that is a UserError (never silently start over)."""
+        entries = self.entries()
+        reasons = []
+        for entry in reversed(entries):
+            try:
+                data = self.verify(entry)
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            except Exception as e:  # any unreadable checkpoint means: try the previous one
+                reasons.append(str(e))
+                if on_fallback:
+                    on_fallback(entry, str(e))
+                continue
+            return state, entry
+        if entries:
+            raise UserError(f"none of the {len(entries)} checkpoints in {self.directory} is usable: "
+                            + "; ".join(reasons))
+        return None
+
+
+class BackgroundWriter:
+    """Writes one checkpoint at a time on a thread; training waits only for the host snapshot."""
+
+    def __init__(self, store: CheckpointStore):
+        self.store = store
+        self._thread: threading.Thread | None = None
+        self._result: dict | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, state: dict, **meta) -> None:
+        assert self._thread is None, "wait() for and collect() the previous write first"
+        host_state = snapshot(state)
+        self._result, self._error = None, None
+        self._thread = threading.Thread(target=self._run, args=(host_state, meta), daemon=True,
+                                        name="checkpoint-writer")
+        self._thread.start()
+
+    def _run(self, state: dict, meta: dict) -> None:
+        try:
+            self._result = self.store.save(state, **meta)
+        except BaseException as e:  # reported to the training thread by collect()
+            self._error = e
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def collect(self) -> tuple[dict | None, BaseException | None]:
+        """The finished write's (entry, error), once; (None, None) while busy or when nothing is new."""
+        if self._thread is None or self._thread.is_alive():
+            return None, None
+        self._thread = None
+        return self._result, self._error

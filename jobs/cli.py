@@ -1,0 +1,70 @@
+"""Pieces shared by the command-line entry points: loop flags and the bad-input guard."""
+import argparse
+import sys
+
+from jobs.errors import UserError
+from jobs.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from jobs.loop import LoopConfig
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, run_id_required: bool) -> None:
+    parser.add_argument("--run-id", required=run_id_required,
+                        help="name of the run directory (letters, digits, . _ -)")
+    parser.add_argument("--runs-dir", default="checkpoints", help="root of all runs (default: checkpoints/)")
+    parser.add_argument("--force", action="store_true", help="break the run's lock even if its holder may live")
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser, defaults: LoopConfig | None = None) -> None:
+    d = defaults or LoopConfig()
+    g = parser.add_argument_group("checkpoints and evaluation")
+    g.add_argument("--checkpoint-every-steps", type=positive_int, default=d.checkpoint_every_steps,
+                   help="also save every N optimizer steps (default: off)")
+    g.add_argument("--checkpoint-every-seconds", type=positive_float, default=d.checkpoint_every_seconds,
+                   help=f"also save every N seconds (default {d.checkpoint_every_seconds:g}); "
+                        "a checkpoint is always written at each epoch end")
+    g.add_argument("--eval-every-epochs", type=positive_int, default=d.eval_every_epochs)
+    g.add_argument("--keep-last", type=positive_int, default=d.keep_last, help="checkpoints kept (plus best and final)")
+    g.add_argument("--keep-every-epochs", type=positive_int, default=d.keep_every_epochs,
+                   help="also keep every N-th epoch's checkpoint")
+    g.add_argument("--max-requeues", type=positive_int, default=d.max_requeues,
+                   help="SLURM self-requeues before the job gives up")
+
+
+def loop_config_from_args(args: argparse.Namespace) -> LoopConfig:
+    return LoopConfig(checkpoint_every_steps=args.checkpoint_every_steps,
+                      checkpoint_every_seconds=args.checkpoint_every_seconds,
+                      eval_every_epochs=args.eval_every_epochs, keep_last=args.keep_last,
+                      keep_every_epochs=args.keep_every_epochs, max_requeues=args.max_requeues)
+
+
+def run_main(main) -> None:
+    """Run `main()` and exit with its code; bad input is one line on stderr, never a traceback."""
+    try:
+        code = main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: stopped at once, without a final checkpoint", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

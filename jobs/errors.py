@@ -1,0 +1,9 @@
+"""Errors the user can fix: shown as one line on stderr, never as a traceback."""
+
+
+class UserError(Exception):
+    """Bad input: a missing file, a bad run id, impossible numbers, a conflicting config.
+
+    Entry points catch it, print ``error: <message>`` to stderr and exit with EXIT_BAD_INPUT.
+    Raise it *before* anything is written, so that bad input changes nothing on disk.
+    """

@@ -1,0 +1,153 @@
+"""Open a run (new or resumed), hold its lock, and drive the loop to an exit code."""
+import json
+import time
+from pathlib import Path
+
+from jobs import slurm
+from jobs.checkpoint import CheckpointStore
+from jobs.errors import UserError
+from jobs.exit_codes import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_STOPPED
+from jobs.files import write_atomic
+from jobs.lock import RunLock, RunLocked
+from jobs.loop import LoopConfig, Outcome, Trainer
+from jobs.progress import Reporter
+from jobs.rng import restore_rng
+from jobs.run_dir import RunDir, check_runs_dir, known_run_ids
+from jobs.signals import StopFlag
+from jobs.task import load_workload
+
+NEW, RESUME, RESUME_IF_EXISTS = "new", "resume", "resume-if-exists"
+
+
+def unknown_run_message(runs_dir: Path, run_id: str) -> str:
+    known = known_run_ids(runs_dir)
+    listing = ", ".join(known) if known else "none"
+    return f"no run {run_id!r} in {runs_dir}; known runs: {listing}"
+
+
+def config_changes(frozen: dict, given: dict, safe: frozenset, overrides: set) -> dict:
+    """The fields `given` may change; UserError for any other difference."""
+    changed = {k for k in frozen.keys() | given.keys() if frozen.get(k) != given.get(k)}
+    unsafe = sorted(changed - safe)
+    if unsafe:
+        details = "; ".join(f"{k}: run has {frozen.get(k)!r}, given {given.get(k)!r}" for k in unsafe)
+        raise UserError(f"this config contradicts the run being resumed ({details}). Resume it with its own "
+                        "config (scripts/resume.py --run-id ID) or start a new run id")
+    unasked = sorted(changed - set(overrides))
+    if unasked:
+        details = "; ".join(f"{k}: run has {frozen.get(k)!r}, given {given.get(k)!r}" for k in unasked)
+        flags = " ".join(f"--override {k}" for k in unasked)
+        raise UserError(f"this config changes the run being resumed ({details}); pass {flags} to allow it")
+    return {k: given.get(k) for k in sorted(changed)}
+
+
+def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, run_id: str, *, mode: str,
+           loop: LoopConfig | None = None, overrides: dict | None = None, force: bool = False,
+           job: dict | None = None, reporter: Reporter | None = None, on_stop=None) -> int:
+    """Train run `run_id` to the end or to a stop request; returns an exit code (jobs.exit_codes).
+
+    workload_ref/task_config=None (resume.py) mean the run's frozen ones, updated with `overrides`.
+    `on_stop(run, outcome, stop_flag)` runs after a signal-stop has been saved (SLURM requeue)."""
+    reporter = reporter or Reporter()
+    runs_dir = check_runs_dir(runs_dir)
+    run = RunDir(runs_dir, run_id)
+    exists = run.exists()
+    if mode == NEW and exists:
+        raise UserError(f"run {run_id!r} already exists in {runs_dir}; continue it with "
+                        f"`python scripts/resume.py --run-id {run_id}` or pass --resume-if-exists")
+    if mode == RESUME and not exists:
+        raise UserError(unknown_run_message(runs_dir, run_id))
+    overrides = dict(overrides or {})
+    changes = {}
+    frozen = run.read_config() if exists else None
+    workload_ref = workload_ref or frozen["workload"]
+    workload = load_workload(workload_ref)
+    if exists:
+        given = dict(frozen["task"]) if task_config is None else dict(task_config)
+        given.update(overrides)
+        changes = config_changes(frozen["task"], given, workload.safe_to_change, set(overrides))
+        task_config = given
+        loop = loop or LoopConfig(**frozen.get("loop", {}))
+    loop = loop or LoopConfig()
+    workload.validate(task_config)
+    task = workload.build(task_config)  # loads data: bad data is a UserError before anything is written
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run.path, slurm_job_running=slurm.job_is_running)
+    # Signals are caught from here on; TERM that SLURM sends after our own requeue finds the flag too.
+    with StopFlag() as stop:
+        try:
+            broken = lock.acquire(force=force)
+        except RunLocked as e:
+            reporter.warn(f"error: run {run_id!r}: {e}")
+            return EXIT_LOCKED
+        try:
+            if broken:
+                run.event("lock-broken", holder=broken, forced=force)
+                reporter.warn(f"warning: broke the lock left by pid {broken.get('pid')} on {broken.get('host')}")
+            config = {"workload": workload_ref, "task": task_config, "loop": loop.to_dict(),
+                      "job": job or (frozen or {}).get("job"),
+                      "created": (frozen or {}).get("created", time.time())}
+            if not exists or config != frozen:
+                run.create(config)
+            outcome = _train(run, workload, task, loop, reporter, exists, changes, stop)
+        finally:
+            lock.release()
+        if outcome is None or outcome.finished:
+            return EXIT_OK if outcome is None or outcome.checkpoint_ok else EXIT_FAILED
+        if not outcome.checkpoint_ok:
+            return EXIT_FAILED
+        # after the lock is released: the requeued job may start before this process has exited
+        if on_stop is not None:
+            on_stop(run, outcome, stop)
+        elif outcome.signal == "SIGUSR2":
+            slurm.requeue_after_warning(run, outcome, loop.max_requeues, reporter)
+        return EXIT_STOPPED
+
+
+def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, exists: bool, changes: dict,
+           stop: StopFlag) -> Outcome | None:
+    """Restore the newest good checkpoint and run the loop; None if the run was already finished."""
+    store = CheckpointStore(run.path, loop.keep_last, loop.keep_every_epochs, warn=reporter.warn)
+    store.remove_temp_files()
+
+    def fallback(entry, reason):
+        run.event("fallback", entry["step"], file=entry["file"], reason=reason)
+        reporter.warn(f"warning: checkpoint {entry['file']} is unusable ({reason}); trying the previous one")
+
+    loaded = store.load_latest(on_fallback=fallback)
+    loop_state, resumed_from = None, None
+    if loaded:
+        state, resumed_from = loaded
+        task.load_state_dict(state["task"])
+        restore_rng(state["rng"])  # after building the task: its construction drew from the global RNGs
+        loop_state = state["loop"]
+        # metrics of epochs whose checkpoint never committed are replaced by the committed history
+        write_atomic(run.metrics_file, "".join(_json_line(r) for r in loop_state["history"]).encode())
+    if task.step >= task.total_steps:
+        final = (loop_state or {}).get("final_metrics", {})
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+        reporter.message(f"run {run.run_id} is already finished (step {task.step}/{task.total_steps}"
+                         f"{', ' + shown if shown else ''}); pass --epochs N to extend it")
+        return None
+    event = "resume" if exists else "start"
+    run.event(event, task.step, changes=changes or None,
+              checkpoint=resumed_from["file"] if resumed_from else None,
+              slurm_restart_count=slurm.restart_count())
+    restarts = sum(1 for e in run.events() if e["event"] == "resume")
+    reporter.message(f"{event} run {run.run_id} ({task.describe()}) at step {task.step}/{task.total_steps}"
+                     f" in {run.path}")
+    trainer = Trainer(task, run, store, loop, stop, reporter, workload.primary_metric, loop_state, restarts)
+    if resumed_from:
+        trainer.last_checkpoint = {"step": resumed_from["step"], "time": resumed_from["time"]}
+    try:
+        return trainer.run_to_end()
+    except BaseException as e:
+        trainer.writer.wait()
+        run.event("error", task.step, message=f"{type(e).__name__}: {e}")
+        trainer.write_status("failed", error=f"{type(e).__name__}: {e}")
+        raise
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"

@@ -1,0 +1,233 @@
+"""The training loop around a task: checkpoint and evaluation cadence, signals, progress, status."""
+import math
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from jobs.checkpoint import BackgroundWriter, CheckpointStore
+from jobs.progress import Reporter
+from jobs.rng import capture_rng
+from jobs.run_dir import RunDir, slurm_job_id
+from jobs.signals import StopFlag
+from jobs.task import Task
+
+
+@dataclass
+class LoopConfig:
+    checkpoint_every_steps: int | None = None  # also at every epoch end; whichever comes first
+    checkpoint_every_seconds: float | None = 600.0
+    eval_every_epochs: int = 1
+    keep_last: int = 3
+    keep_every_epochs: int | None = None  # also keep every N-th epoch's checkpoint
+    status_every_seconds: float = 10.0
+    max_requeues: int = 200  # SLURM self-requeues before giving up (see jobs.slurm)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Outcome:
+    finished: bool
+    step: int
+    signal: str | None = None
+    checkpoint_ok: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+class Trainer:
+    """Runs `task` to its end or to a stop request, saving at step boundaries only."""
+
+    def __init__(self, task: Task, run: RunDir, store: CheckpointStore, loop: LoopConfig, stop: StopFlag,
+                 reporter: Reporter, primary_metric: str, loop_state: dict | None = None, restarts: int = 0):
+        self.task, self.run, self.store, self.loop = task, run, store, loop
+        self.stop, self.reporter, self.primary_metric = stop, reporter, primary_metric
+        self.writer = BackgroundWriter(store)
+        self.state = loop_state or {"history": [], "best_metric": None, "train_seconds": 0.0}
+        self.restarts = restarts
+        self.last_checkpoint = {"step": None, "time": None}
+        self.started = time.time()
+        self.images_per_sec = None
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.task.step // self.task.steps_per_epoch
+
+    @property
+    def epochs(self) -> int:
+        return self.task.total_steps // self.task.steps_per_epoch
+
+    def checkpoint_state(self) -> dict:
+        return {"format": 1, "step": self.task.step, "epoch": self.task.step / self.task.steps_per_epoch,
+                "task": self.task.state_dict(), "rng": capture_rng(), "loop": self.state}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self, *, epoch_end=False, final=False, metric=None, wait=False) -> bool:
+        """Snapshot now, write in the background; with wait=True return whether the write succeeded."""
+        ok = self.finish_write(block=True)
+        self.writer.submit(self.checkpoint_state(), step=self.task.step,
+                           epoch=self.task.step / self.task.steps_per_epoch,
+                           epoch_end=epoch_end, final=final, metric=metric)
+        self._last_save = (time.monotonic(), self.task.step)
+        if wait:
+            return self.finish_write(block=True)
+        return ok
+
+    def finish_write(self, block: bool) -> bool:
+        if block:
+            self.writer.wait()
+        entry, error = self.writer.collect()
+        if error is not None:
+            last = self.last_checkpoint["step"]
+            message = (f"checkpoint write failed: {error}; the previous checkpoint "
+                       f"{'(step ' + str(last) + ')' if last is not None else ''} is intact")
+            self.run.event("error", self.task.step, message=message)
+            self.reporter.warn(f"warning: {message}")
+            return False
+        if entry is not None:
+            self.last_checkpoint = {"step": entry["step"], "time": entry["time"]}
+            self.run.event("checkpoint", entry["step"], file=entry["file"], size=entry["size"],
+                           seconds=round(entry["seconds"], 4), final=entry["final"])
+        return True
+
+    def _checkpoint_due(self) -> bool:
+        last_time, last_step = self._last_save
+        every_steps, every_seconds = self.loop.checkpoint_every_steps, self.loop.checkpoint_every_seconds
+        return bool((every_steps and self.task.step - last_step >= every_steps)
+                    or (every_seconds and time.monotonic() - last_time >= every_seconds))
+
+    # -- status --------------------------------------------------------------------------------
+    def write_status(self, state: str, **extra) -> None:
+        history = self.state["history"]
+        remaining = self.task.total_steps - self.task.step
+        eta = None
+        if self.images_per_sec and state == "running":
+            eta = remaining * self._batch_images / self.images_per_sec
+        self.run.write_status({
+            "run_id": self.run.run_id, "state": state, "model": self.task.describe(),
+            "epoch": self.epoch, "epochs": self.epochs, "step": self.task.step,
+            "total_steps": self.task.total_steps, "restarts": self.restarts,
+            "best_accuracy": self.state["best_metric"],
+            "last_accuracy": history[-1].get(self.primary_metric) if history else None,
+            "images_per_sec": self.images_per_sec, "eta_seconds": eta,
+            "last_checkpoint_step": self.last_checkpoint["step"],
+            "last_checkpoint_time": self.last_checkpoint["time"],
+            "heartbeat": time.time(), "started": self.started, "host": socket.gethostname(),
+            "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
+            "status_every_seconds": self.loop.status_every_seconds, **extra})
+        self._last_status = time.monotonic()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run_to_end(self) -> Outcome:
+        task, spe = self.task, self.task.steps_per_epoch
+        self._last_save = (time.monotonic(), task.step)
+        self._batch_images = 0
+        self.write_status("running")
+        window = self._new_window()
+        if task.step % spe:
+            self.reporter.start_epoch(self.epoch + 1, self.epochs, task.step % spe, spe)
+        while task.step < task.total_steps and not self.stop.requested:
+            if task.step % spe == 0:
+                window = self._new_window()
+                self.reporter.start_epoch(self.epoch + 1, self.epochs, 0, spe)
+            out = task.train_step()
+            self._accumulate(window, out)
+            self.finish_write(block=False)
+            if task.step % spe == 0:
+                self._end_epoch(window)
+            elif self._checkpoint_due():
+                self.save()
+            if time.monotonic() - self._last_status >= self.loop.status_every_seconds:
+                self.write_status("running")
+        self.reporter.close()
+        if task.step < task.total_steps:
+            return self._stop()
+        return self._finish()
+
+    def _new_window(self) -> dict:
+        return {"loss": 0.0, "correct": 0, "images": 0, "steps": 0, "start": time.perf_counter(),
+                "shown": 0.0}
+
+    def _accumulate(self, window: dict, out: dict) -> None:
+        # tensors are summed lazily (no device sync per step); .item() only when shown
+        window["loss"] = window["loss"] + out["loss"].detach() * out["images"] \
+            if isinstance(out["loss"], torch.Tensor) else window["loss"] + out["loss"] * out["images"]
+        window["correct"] = window["correct"] + out["correct"]
+        window["images"] += out["images"]
+        window["steps"] += 1
+        self._batch_images = out["images"]
+        now = time.perf_counter()
+        if now - window["shown"] >= 0.5:
+            window["shown"] = now
+            loss, acc = self._window_means(window)
+            rate = window["images"] / max(now - window["start"], 1e-9)
+            self.images_per_sec = rate
+            info = f"loss {loss:.4f} acc {100 * acc:.2f}% lr {out.get('lr', math.nan):.4g} {rate:.0f} img/s"
+            spe = self.task.steps_per_epoch
+            self.reporter.step(self.epoch + (self.task.step % spe > 0), self.epochs,
+                               self.task.step % spe or spe, spe, info)
+
+    @staticmethod
+    def _window_means(window: dict) -> tuple[float, float]:
+        n = max(window["images"], 1)
+        return float(window["loss"]) / n, float(window["correct"]) / n
+
+    def _end_epoch(self, window: dict) -> None:
+        seconds = time.perf_counter() - window["start"]
+        self.state["train_seconds"] += seconds
+        loss, acc = self._window_means(window)
+        self.images_per_sec = window["images"] / max(seconds, 1e-9)
+        record = {"epoch": self.epoch, "step": self.task.step, "train_loss": loss, "train_accuracy": acc,
+                  "lr": self.task.current_lr() if hasattr(self.task, "current_lr") else None,
+                  "images_per_sec": self.images_per_sec, "epoch_seconds": seconds, "time": time.time()}
+        metric = None
+        if self.epoch % self.loop.eval_every_epochs == 0 or self.task.step >= self.task.total_steps:
+            started = time.perf_counter()
+            record.update(self.task.evaluate())
+            record["eval_seconds"] = time.perf_counter() - started
+            metric = record.get(self.primary_metric)
+            if metric is not None and (self.state["best_metric"] is None or metric > self.state["best_metric"]):
+                self.state["best_metric"] = metric
+        self.state["history"].append(record)
+        self.run.log_metrics(record)
+        shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in record.items() if k not in ("time", "epoch", "step"))
+        self.reporter.end_epoch(f"epoch {self.epoch}/{self.epochs} step {self.task.step} {shown}")
+        if self.task.step < self.task.total_steps:  # the last epoch is saved as the final checkpoint
+            self.save(epoch_end=True, metric=metric)
+        self.write_status("running")
+
+    def _stop(self) -> Outcome:
+        signal_name = self.stop.first
+        self.run.event("signal", self.task.step, signal=signal_name)
+        self.reporter.message(f"{signal_name} received: saving at step {self.task.step} and stopping")
+        ok = self._save_if_needed()
+        self.write_status("stopped", stop_signal=signal_name)
+        self.run.event("stop", self.task.step, signal=signal_name, checkpoint_ok=ok)
+        return Outcome(finished=False, step=self.task.step, signal=signal_name, checkpoint_ok=ok)
+
+    def _save_if_needed(self) -> bool:
+        ok = self.finish_write(block=True)
+        if self.last_checkpoint["step"] == self.task.step and ok:
+            return True
+        return self.save(wait=True)
+
+    def _finish(self) -> Outcome:
+        final = self.task.final_metrics()
+        self.state["final_metrics"] = final
+        history = self.state["history"]
+        ok = self.finish_write(block=True) and self.save(
+            epoch_end=True, final=True, metric=history[-1].get(self.primary_metric) if history else None,
+            wait=True)
+        self.write_status("completed" if ok else "failed", **final)
+        self.run.event("finish" if ok else "error", self.task.step, **final,
+                       **({} if ok else {"message": "the final checkpoint could not be written"}))
+        shown = " ".join(f"{k} {100 * v:.2f}%" if "accuracy" in k else f"{k} {v:.4f}" for k, v in final.items())
+        best = self.state["best_metric"]
+        best_text = f", best {self.primary_metric} {100 * best:.2f}%" if best is not None else ""
+        self.reporter.message(f"finished run {self.run.run_id}: step {self.task.step}{best_text}, {shown}")
+        return Outcome(finished=True, step=self.task.step, checkpoint_ok=ok, extra=final)

@@ -1,0 +1,99 @@
+"""The run directory: `<runs-dir>/<run-id>/` with its frozen config, events, metrics and status."""
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+from jobs.errors import UserError
+from jobs.files import append_json_line, read_json, read_json_lines, write_json_atomic
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+EVENT_KINDS = {"start", "resume", "checkpoint", "signal", "requeue", "fallback", "lock-broken",
+               "finish", "error", "stop"}
+
+
+def validate_run_id(run_id: str) -> str:
+    """A run id is a directory name: no separators, no '..', a short safe alphabet."""
+    if not RUN_ID_PATTERN.fullmatch(run_id or "") or ".." in run_id:
+        raise UserError(f"bad run id {run_id!r}: use 1-64 characters from A-Z a-z 0-9 . _ -, "
+                        "starting with a letter or digit, without '..'")
+    return run_id
+
+
+def slurm_job_id() -> str | None:
+    """The job id as the user sees it (array jobs: <array>_<task>)."""
+    array_id, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_id and task:
+        return f"{array_id}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def check_runs_dir(runs_dir: Path) -> Path:
+    """The runs dir must be a usable directory (created if missing and its parent is writable)."""
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(f"runs dir {runs_dir} is not a directory")
+    if runs_dir.exists() and not os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise UserError(f"runs dir {runs_dir} is not readable and writable by this user")
+    return runs_dir
+
+
+class RunDir:
+    """Paths and the small JSON files of one run. Only the lock holder writes here."""
+
+    def __init__(self, runs_dir: Path, run_id: str):
+        self.run_id = validate_run_id(run_id)
+        self.path = Path(runs_dir) / run_id
+        self.config_file = self.path / "config.json"
+        self.events_file = self.path / "events.jsonl"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.status_file = self.path / "status.json"
+
+    def exists(self) -> bool:
+        return self.config_file.exists()
+
+    def create(self, config: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.config_file, config)
+
+    def read_config(self) -> dict:
+        try:
+            config = read_json(self.config_file)
+        except ValueError as e:
+            raise UserError(f"{self.config_file} is not valid JSON ({e}); cannot resume this run") from None
+        if config is None:
+            raise UserError(f"run {self.run_id!r} has no config.json in {self.path}")
+        return config
+
+    def event(self, kind: str, step: int | None = None, **details) -> dict:
+        assert kind in EVENT_KINDS, kind
+        record = {"time": time.time(), "event": kind, "host": socket.gethostname(), "pid": os.getpid(),
+                  "step": step, "slurm_job_id": slurm_job_id(), **details}
+        append_json_line(self.events_file, record)
+        return record
+
+    def events(self) -> list[dict]:
+        return read_json_lines(self.events_file)
+
+    def log_metrics(self, record: dict) -> None:
+        append_json_line(self.metrics_file, record)
+
+    def metrics(self) -> list[dict]:
+        return read_json_lines(self.metrics_file)
+
+    def write_status(self, status: dict) -> None:
+        write_json_atomic(self.status_file, status)
+
+    def read_status(self) -> dict:
+        try:
+            return read_json(self.status_file) or {}
+        except ValueError:
+            return {}
+
+
+def known_run_ids(runs_dir: Path) -> list[str]:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    return sorted(p.name for p in runs_dir.iterdir() if (p / "config.json").exists())

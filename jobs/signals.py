@@ -1,0 +1,50 @@
+"""Stop requests: signal handlers only set a flag; the loop acts on it at the next step boundary.
+
+Python runs a handler between two bytecodes, possibly in the middle of an optimizer update, so
+saving inside the handler could capture a half-updated model (DESIGN invariant 4).
+"""
+import signal
+
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+
+
+class StopFlag:
+    """Records which stop signals arrived. A second Ctrl-C raises KeyboardInterrupt: exit at once."""
+
+    def __init__(self):
+        self.received: list[str] = []
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.received)
+
+    @property
+    def first(self) -> str | None:
+        return self.received[0] if self.received else None
+
+    def install(self) -> "StopFlag":
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def previous_handler(self, sig: int):
+        """The handler installed before ours (submitit's USR2 handler, for instance)."""
+        return self._previous.get(sig)
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and "SIGINT" in self.received:
+            raise KeyboardInterrupt("second Ctrl-C")
+        self.received.append(name)
+
+    def __enter__(self):
+        return self.install()
+
+    def __exit__(self, *exc):
+        self.restore()

@@ -1,0 +1,84 @@
+"""What the toolkit asks of SLURM: is a job still there, requeue this job, how often was it restarted."""
+import os
+import shutil
+import subprocess
+
+from jobs.run_dir import RunDir, slurm_job_id
+
+COMMAND_TIMEOUT = 30  # seconds; a hung controller must not keep a job past its KillWait
+
+
+def available() -> bool:
+    return shutil.which("sbatch") is not None and shutil.which("squeue") is not None
+
+
+def restart_count() -> int | None:
+    value = os.environ.get("SLURM_RESTART_COUNT")
+    return int(value) if value and value.isdigit() else None
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def job_state(job_id: str) -> str | None:
+    """PENDING, RUNNING, ... while the job is known to squeue; "" once it left the queue; None if unknown."""
+    if not shutil.which("squeue"):
+        return None
+    done = _run(["squeue", "-h", "-j", str(job_id), "-o", "%T"])
+    if done is None:
+        return None
+    if done.returncode != 0:
+        return "" if "Invalid job id" in done.stderr else None
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+
+
+def job_is_running(job_id: str) -> bool | None:
+    """True while queued or running (any state squeue still lists), False once gone, None if unknown."""
+    state = job_state(job_id)
+    return None if state is None else state != "" and state not in ("COMPLETED", "CANCELLED", "FAILED",
+                                                                      "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+def requeue_after_warning(run: RunDir, outcome, max_requeues: int, reporter) -> bool:
+    """After a USR2 (time-limit warning) stop was saved: ask SLURM to requeue this job.
+
+    Refuses past `max_requeues`, or when no step was made since the previous requeue (a job that
+    cannot make progress would otherwise requeue forever). A failure is logged; the checkpoint is safe."""
+    job = slurm_job_id()
+    if not job:
+        return False
+    requeues = [e for e in run.events() if e["event"] == "requeue"]
+    reason = None
+    if len(requeues) >= max_requeues:
+        reason = f"requeue cap reached ({len(requeues)} of --max-requeues {max_requeues})"
+    elif requeues and requeues[-1].get("step") == outcome.step:
+        reason = f"no progress since the previous requeue (still at step {outcome.step})"
+    if reason is None:
+        done = _run(["scontrol", "requeue", job])
+        if done is not None and done.returncode == 0:
+            run.event("requeue", outcome.step, signal=outcome.signal)
+            reporter.message(f"requeued SLURM job {job}; it continues from step {outcome.step}")
+            return True
+        reason = f"scontrol requeue {job} failed: " + (done.stderr.strip() if done is not None else "timed out")
+    run.event("error", outcome.step, message=f"not requeued: {reason}")
+    reporter.warn(f"warning: not requeued: {reason}. The checkpoint at step {outcome.step} is safe; "
+                  f"continue with `python scripts/resume.py --run-id {run.run_id}`")
+    return False
+
+
+def queue() -> dict[str, dict] | None:
+    """{job id: {"state", "time_left"}} of every job squeue lists; None where squeue cannot answer."""
+    if not shutil.which("squeue"):
+        return None
+    done = _run(["squeue", "-h", "-a", "-t", "all", "-o", "%i|%T|%L"])
+    if done is None or done.returncode != 0:
+        return None
+    jobs = {}
+    for line in done.stdout.splitlines():
+        job_id, state, time_left = (line.split("|") + ["", ""])[:3]
+        jobs[job_id.strip()] = {"state": state.strip(), "time_left": time_left.strip()}
+    return jobs

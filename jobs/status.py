@@ -1,0 +1,83 @@
+"""Where every run stands: read from the run directories (and squeue), never from a live process."""
+import os
+import socket
+import time
+from pathlib import Path
+
+from jobs import slurm
+from jobs.checkpoint import CheckpointStore
+from jobs.run_dir import RunDir, known_run_ids
+
+ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+                       "COMPLETING", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT"}
+QUEUED_SLURM_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "CONFIGURING"}
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(status: dict, slurm_info: dict | None, now: float) -> tuple[str, str | None]:
+    """(state, hint): running / queued / stopped / completed / failed / stale / new."""
+    state = status.get("state")
+    slurm_state = (slurm_info or {}).get("state")
+    resume_hint = "resume with: python scripts/resume.py --run-id {run_id}"
+    if state is None:
+        return ("queued", None) if slurm_state in QUEUED_SLURM_STATES else ("new", resume_hint)
+    if state in ("completed", "failed"):
+        return state, None if state == "completed" else resume_hint
+    if state == "stopped":
+        if slurm_state in ACTIVE_SLURM_STATES:
+            return ("queued" if slurm_state in QUEUED_SLURM_STATES else "running"), None
+        return "stopped", resume_hint
+    # "running" as last written: is its writer still there?
+    if status.get("host") == socket.gethostname() and not _alive(status.get("pid")):
+        return "stopped", "the process died without a final save; " + resume_hint
+    if status.get("slurm_job_id") and slurm_info is not None and slurm_state not in ACTIVE_SLURM_STATES:
+        return "stopped", f"SLURM job {status['slurm_job_id']} is gone; " + resume_hint
+    beat = status.get("heartbeat") or 0
+    if now - beat > max(3 * status.get("status_every_seconds", 10), 120):
+        return "stale", f"no heartbeat for {now - beat:.0f} s"
+    return "running", None
+
+
+def run_summary(runs_dir: Path, run_id: str, queue: dict | None = None, now: float | None = None) -> dict:
+    run = RunDir(runs_dir, run_id)
+    now = now or time.time()
+    status = run.read_status()
+    config = run.read_config()
+    entries = CheckpointStore(run.path, warn=lambda _: None).entries()
+    newest = entries[-1] if entries else {}
+    job_id = status.get("slurm_job_id") or (config.get("job") or {}).get("slurm_job_id")
+    slurm_info = (queue or {}).get(job_id) if job_id else None
+    state, hint = run_state(status, slurm_info if queue is not None else None, now)
+    task = config.get("task", {})
+    steps = status.get("total_steps")
+    return {
+        "run_id": run_id, "model": status.get("model"), "state": state,
+        "hint": hint.format(run_id=run_id) if hint else None,
+        "epoch": status.get("epoch", 0), "epochs": status.get("epochs", task.get("epochs")),
+        "step": status.get("step", newest.get("step", 0)), "total_steps": steps,
+        "restarts": sum(1 for e in run.events() if e["event"] == "resume"),
+        "last_checkpoint_step": newest.get("step"), "last_checkpoint_time": newest.get("time"),
+        "checkpoint_age_seconds": now - newest["time"] if newest else None,
+        "best_accuracy": status.get("best_accuracy"), "last_accuracy": status.get("last_accuracy"),
+        "test_accuracy": status.get("test_accuracy"), "images_per_sec": status.get("images_per_sec"),
+        "eta_seconds": status.get("eta_seconds") if state == "running" else None,
+        "slurm_job_id": job_id, "slurm_state": (slurm_info or {}).get("state"),
+        "slurm_time_left": (slurm_info or {}).get("time_left"),
+        "model_digest": newest.get("model_digest"), "heartbeat": status.get("heartbeat"),
+        "path": str(run.path),
+    }
+
+
+def collect(runs_dir: Path, run_ids: list[str] | None = None) -> list[dict]:
+    queue = slurm.queue()
+    now = time.time()
+    return [run_summary(runs_dir, run_id, queue, now) for run_id in (run_ids or known_run_ids(runs_dir))]

@@ -1,0 +1,72 @@
+"""Rich rendering of run summaries (jobs.status) for scripts/status.py."""
+import time
+
+from rich.console import Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+STATE_STYLE = {"running": "green", "queued": "cyan", "completed": "bold blue", "stopped": "yellow",
+               "stale": "magenta", "failed": "bold red", "new": "dim"}
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _epoch_cell(run: dict):
+    epochs = run["epochs"] or 0
+    bar = ProgressBar(total=max(epochs, 1), completed=run["epoch"] or 0, width=12)
+    return Group(Text(f"{run['epoch']}/{epochs}"), bar)
+
+
+def runs_table(runs: list[dict]) -> Table:
+    table = Table(title=f"runs ({time.strftime('%H:%M:%S')})", header_style="bold")
+    for column in ("run", "model", "state", "epoch", "step", "best acc", "last acc", "img/s", "ETA",
+                   "restarts", "ckpt age", "SLURM job"):
+        table.add_column(column, justify="right" if column in ("step", "img/s", "restarts") else "left")
+    for run in runs:
+        job = run["slurm_job_id"] or "-"
+        if run["slurm_state"]:
+            job += f" {run['slurm_state']}"
+        table.add_row(run["run_id"], run["model"] or "-", Text(run["state"], style=STATE_STYLE.get(run["state"], "")),
+                      _epoch_cell(run), str(run["step"]), _pct(run["best_accuracy"]), _pct(run["last_accuracy"]),
+                      f"{run['images_per_sec']:.0f}" if run["images_per_sec"] else "-", _duration(run["eta_seconds"]),
+                      str(run["restarts"]), _duration(run["checkpoint_age_seconds"]), job)
+    return table
+
+
+def run_detail(run: dict, events: list[dict], metrics: list[dict]) -> Group:
+    fields = Table.grid(padding=(0, 2))
+    for key, value in run.items():
+        fields.add_row(Text(key, style="bold"), "-" if value is None else str(value))
+    event_table = Table(title="recent events", header_style="bold")
+    for column in ("time", "event", "step", "host", "pid", "SLURM job", "details"):
+        event_table.add_column(column)
+    for e in events[-15:]:
+        details = {k: v for k, v in e.items() if k not in ("time", "event", "step", "host", "pid", "slurm_job_id")
+                   and v is not None}
+        event_table.add_row(time.strftime("%m-%d %H:%M:%S", time.localtime(e["time"])), e["event"],
+                            str(e.get("step")), str(e.get("host")), str(e.get("pid")),
+                            str(e.get("slurm_job_id") or "-"),
+                            ", ".join(f"{k}={v}" for k, v in details.items()))
+    metric_table = Table(title="per-epoch metrics", header_style="bold")
+    for column in ("epoch", "step", "train loss", "train acc", "val acc", "lr", "img/s", "epoch time"):
+        metric_table.add_column(column, justify="right")
+    for m in metrics:
+        metric_table.add_row(str(m["epoch"]), str(m["step"]), f"{m['train_loss']:.4f}", _pct(m.get("train_accuracy")),
+                             _pct(m.get("val_accuracy")), f"{m['lr']:.4g}" if m.get("lr") is not None else "-",
+                             f"{m['images_per_sec']:.0f}", _duration(m.get("epoch_seconds")))
+    items = [fields, event_table, metric_table]
+    if run.get("hint"):
+        items.insert(1, Text(run["hint"], style="yellow"))
+    return Group(*items)

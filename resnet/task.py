@@ -1,0 +1,162 @@
+"""The ResNet training task: the stateful unit the jobs/ loop drives one optimizer step at a time.
+
+All randomness comes from generators whose state is in state_dict(): the model's initialisation
+from the global torch RNG seeded with the run's seed (saved by jobs/ with the other global RNGs),
+each epoch's permutation from a generator seeded with (seed, epoch), and the crops and flips from a
+dedicated generator on the training device.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from jobs.errors import UserError
+from resnet import config as run_config
+from resnet.augment import normalize, random_crop_flip
+from resnet.data import Dataset, channel_stats, load_cifar10, make_synthetic, split_train_val
+from resnet.models import build_model
+
+EVAL_BATCH = 1000
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, schedule: str, warmup_epochs: float) -> float:
+    """Multiplier of the base learning rate before optimizer step `step` (0-based)."""
+    warmup = round(warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        progress = (step - warmup) / max(total_steps - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 0.1 ** ((step >= total_steps // 2) + (step >= total_steps * 3 // 4))  # paper: 32k, 48k of 64k
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of epoch `epoch`: a pure function of (seed, epoch), so resuming needs only the step."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def load_data(config: dict) -> tuple[Dataset, Dataset, Dataset]:
+    """(train, held-out set used during training, test set)."""
+    if config["synthetic"] is not None:
+        train, test = make_synthetic(config["synthetic"], config["seed"])
+    else:
+        train, test = load_cifar10(config["data_dir"])
+    if config["train_on_all"]:
+        return train, test, test
+    val_size = config["val_size"] if config["synthetic"] is None else max(len(train) // 10, 1)
+    train, val = split_train_val(train, val_size, seed=config["seed"])
+    return train, val, test
+
+
+class ResNetTask:
+    def __init__(self, config: dict):
+        self.config = config
+        self.device = torch.device(config["device"])
+        train, self.val_set, self.test_set = load_data(config)
+        batch = config["batch_size"]
+        if len(train) < batch:
+            raise UserError(f"batch size {batch} is larger than the {len(train)} training images")
+        self.mean, self.std = (t.to(self.device) for t in channel_stats(train.images))
+        # the whole dataset lives on the device as uint8; batches are augmented there
+        self.train_images, self.train_labels = train.images.to(self.device), train.labels.to(self.device)
+        self.steps_per_epoch = len(train) // batch  # full batches only: BatchNorm on a batch of 1 fails
+        self.total_steps = config["epochs"] * self.steps_per_epoch
+        self.step = 0
+
+        torch.manual_seed(config["seed"])
+        self.model = build_model(config["block"], config["size"]).to(self.device)
+        self.memory_format = torch.channels_last if config["channels_last"] else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config["lr"], momentum=config["momentum"],
+                                         weight_decay=config["weight_decay"])
+        total, spe = self.total_steps, self.steps_per_epoch
+        schedule, warmup = config["schedule"], config["warmup_epochs"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, total, spe, schedule, warmup))
+        self.augment_generator = torch.Generator(device=self.device).manual_seed(config["seed"])
+        self._permutation_epoch, self._permutation = None, None
+
+    # -- the contract of jobs.task.Task ------------------------------------------------------------
+    def describe(self) -> str:
+        depth = (6 if self.config["block"] == "standard" else 9) * self.config["size"] + 2
+        return f"resnet-{depth} {self.config['block']}"
+
+    def current_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def train_step(self) -> dict:
+        epoch, position = divmod(self.step, self.steps_per_epoch)
+        if self._permutation_epoch != epoch:
+            self._permutation = epoch_permutation(len(self.train_labels), self.config["seed"], epoch).to(self.device)
+            self._permutation_epoch = epoch
+        batch = self.config["batch_size"]
+        index = self._permutation[position * batch:(position + 1) * batch]
+        images = random_crop_flip(self.train_images[index], self.augment_generator)
+        inputs = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
+        labels = self.train_labels[index]
+        lr = self.current_lr()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config["bf16"]):
+            logits = self.model(inputs)
+        loss = F.cross_entropy(logits.float(), labels)  # logits in, log-softmax inside: no softmax before
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"loss": loss.detach(), "correct": (logits.argmax(1) == labels).sum(), "images": batch, "lr": lr}
+
+    @torch.no_grad()
+    def _score(self, data: Dataset) -> tuple[float, float]:
+        self.model.eval()
+        correct = torch.zeros((), device=self.device)
+        loss = torch.zeros((), device=self.device)
+        for start in range(0, len(data), EVAL_BATCH):
+            images = data.images[start:start + EVAL_BATCH].to(self.device)
+            labels = data.labels[start:start + EVAL_BATCH].to(self.device)
+            inputs = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config["bf16"]):
+                logits = self.model(inputs).float()
+            loss += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+        self.model.train()
+        return correct.item() / len(data), loss.item() / len(data)
+
+    def evaluate(self) -> dict:
+        accuracy, loss = self._score(self.val_set)
+        return {"val_accuracy": accuracy, "val_loss": loss}
+
+    def final_metrics(self) -> dict:
+        accuracy, loss = self._score(self.test_set)
+        return {"test_accuracy": accuracy, "test_loss": loss}
+
+    def state_dict(self) -> dict:
+        epoch, position = divmod(self.step, self.steps_per_epoch)
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "augment_generator": self.augment_generator.get_state(),
+                "data": {"epoch": epoch, "position": position, "permutation_seed": self.config["seed"]},
+                "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.augment_generator.set_state(state["augment_generator"])
+        self.step = state["step"]
+        self._permutation_epoch = None
+
+
+class ResNetWorkload:
+    """What jobs/ needs to know about this workload (jobs.task.Workload)."""
+    primary_metric = "val_accuracy"
+    safe_to_change = run_config.SAFE_TO_CHANGE
+
+    def validate(self, config: dict) -> None:
+        run_config.validate(config)
+
+    def build(self, config: dict) -> ResNetTask:
+        return ResNetTask(config)
+
+
+WORKLOAD = ResNetWorkload()
+REFERENCE = "resnet.task:WORKLOAD"

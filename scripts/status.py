@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Where every run stands.
+
+    python scripts/status.py                 # a table of all runs under checkpoints/
+    python scripts/status.py --run-id ID     # one run: fields, recent events, per-epoch metrics
+    python scripts/status.py --watch         # refresh live
+    python scripts/status.py --json          # machine-readable
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from jobs.cli import positive_float, run_main
+from jobs.errors import UserError
+from jobs.launch import unknown_run_message
+from jobs.run_dir import RunDir, check_runs_dir, validate_run_id
+from jobs.status import collect
+from jobs.status_view import run_detail, runs_table
+
+
+def render(args):
+    runs = collect(args.runs_dir, [args.run_id] if args.run_id else None)
+    if args.run_id:
+        run = RunDir(args.runs_dir, args.run_id)
+        return run_detail(runs[0], run.events(), run.metrics())
+    return runs_table(runs)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--run-id")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    parser.add_argument("--interval", type=positive_float, default=2.0, help="seconds between refreshes")
+    args = parser.parse_args(argv)
+    check_runs_dir(args.runs_dir)
+    if not args.runs_dir.is_dir():
+        raise UserError(f"runs dir {args.runs_dir} does not exist")
+    if args.run_id:
+        validate_run_id(args.run_id)
+        if not RunDir(args.runs_dir, args.run_id).exists():
+            raise UserError(unknown_run_message(args.runs_dir, args.run_id))
+    if args.json:
+        runs = collect(args.runs_dir, [args.run_id] if args.run_id else None)
+        if args.run_id:
+            run = RunDir(args.runs_dir, args.run_id)
+            runs[0].update(events=run.events(), metrics=run.metrics())
+        print(json.dumps(runs[0] if args.run_id else runs, indent=1))
+        return 0
+    console = Console()
+    if not args.watch:
+        console.print(render(args))
+        return 0
+    try:
+        with Live(render(args), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(args.interval)
+                live.update(render(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
