@@ -85,8 +85,9 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
             if broken:
                 run.event("lock-broken", holder=broken, forced=force)
                 reporter.warn(f"warning: broke the lock left by pid {broken.get('pid')} on {broken.get('host')}")
-            config = {"workload": workload_ref, "task": task_config, "loop": loop.to_dict(),
-                      "job": job or (frozen or {}).get("job"),
+            # inside SLURM, the job's parameters are recorded so that resume.py can resubmit the run
+            job = job or slurm.job_record() or (frozen or {}).get("job")
+            config = {"workload": workload_ref, "task": task_config, "loop": loop.to_dict(), "job": job,
                       "created": (frozen or {}).get("created", time.time())}
             if not exists or config != frozen:
                 run.create(config)

@@ -82,3 +82,65 @@ def queue() -> dict[str, dict] | None:
         job_id, state, time_left = (line.split("|") + ["", ""])[:3]
         jobs[job_id.strip()] = {"state": state.strip(), "time_left": time_left.strip()}
     return jobs
+
+
+def _show_job(job_id: str) -> dict:
+    done = _run(["scontrol", "show", "job", "-o", str(job_id)])
+    if done is None or done.returncode != 0:
+        return {}
+    fields = {}
+    for token in done.stdout.split():
+        key, sep, value = token.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def _signal_spec(script: str | None) -> str:
+    """The job's --signal: SBATCH_SIGNAL if set, else the script's #SBATCH line (scontrol does not show it)."""
+    if os.environ.get("SBATCH_SIGNAL"):
+        return os.environ["SBATCH_SIGNAL"]
+    try:
+        for line in open(script or "", encoding="utf-8", errors="replace"):
+            if line.startswith("#SBATCH") and "--signal=" in line:
+                return line.split("--signal=", 1)[1].split()[0]
+    except OSError:
+        pass
+    return DEFAULT_SIGNAL
+
+
+DEFAULT_SIGNAL = "B:USR2@120"
+
+
+def job_record() -> dict | None:
+    """The parameters of the SLURM job this process runs in, enough for resume.py to resubmit the run."""
+    job_id = slurm_job_id()
+    if not job_id:
+        return None
+    info = _show_job(job_id)
+
+    def field(key):
+        value = info.get(key)
+        return None if value in (None, "", "(null)", "N/A", "0") else value
+
+    gres = field("TresPerNode")
+    return {"slurm_job_id": job_id, "partition": field("Partition"), "time_limit": field("TimeLimit"),
+            "cpus": field("NumCPUs"), "mem": field("MinMemoryNode"), "account": field("Account"),
+            "qos": field("QOS"), "gres": gres.replace("gres:", "", 1) if gres else None,
+            "output": field("StdOut"), "workdir": field("WorkDir"), "job_name": field("JobName"),
+            "signal": _signal_spec(field("Command"))}
+
+
+def resubmit(record: dict, command: str) -> str:
+    """sbatch `command` with the recorded job's parameters; returns the new job id."""
+    options = {"--partition": record.get("partition"), "--time": record.get("time_limit"),
+               "--cpus-per-task": record.get("cpus"), "--mem": record.get("mem"), "--account": record.get("account"),
+               "--qos": record.get("qos"), "--gres": record.get("gres"), "--output": record.get("output"),
+               "--chdir": record.get("workdir"), "--job-name": record.get("job_name"),
+               "--signal": record.get("signal") or DEFAULT_SIGNAL}
+    args = ["sbatch", "--parsable", "--requeue", "--open-mode=append"]
+    args += [f"{key}={value}" for key, value in options.items() if value]
+    done = _run(args + ["--wrap", command])
+    if done is None or done.returncode != 0:
+        raise RuntimeError("sbatch failed: " + (done.stderr.strip() if done is not None else "timed out"))
+    return done.stdout.strip().split(";")[0]

@@ -59,7 +59,8 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def config_from_args(args: argparse.Namespace) -> dict:
+def config_from_args(args: argparse.Namespace, resolve: bool = True) -> dict:
+    """The run config; resolve=False keeps --device as given (submit.py decides for the compute node)."""
     if args.data_dir is None and args.synthetic is None:
         raise UserError("say which data to train on: --data-dir PATH (CIFAR-10) or --synthetic N")
     return {**DEFAULTS, "block": args.block, "size": args.size, "epochs": args.epochs,
@@ -67,7 +68,8 @@ def config_from_args(args: argparse.Namespace) -> dict:
             "weight_decay": args.weight_decay, "schedule": args.schedule, "warmup_epochs": args.warmup_epochs,
             "seed": args.seed, "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
             "synthetic": args.synthetic, "train_on_all": args.train_on_all,
-            "device": resolve_device(args.device), "bf16": args.bf16, "channels_last": args.channels_last}
+            "device": resolve_device(args.device) if resolve else args.device, "bf16": args.bf16,
+            "channels_last": args.channels_last}
 
 
 def validate(config: dict) -> None:
@@ -92,5 +94,5 @@ def validate(config: dict) -> None:
         raise UserError(f"schedule must be step or cosine, got {config['schedule']!r}")
     if (config["data_dir"] is None) == (config["synthetic"] is None):
         raise UserError("exactly one of data_dir and synthetic must be set")
-    if config["device"] == "cuda" and not torch.cuda.is_available():
-        raise UserError("this run trains on cuda, but no CUDA device is available here")
+    if config["device"] not in ("cpu", "cuda"):
+        raise UserError(f"device must be cpu or cuda, got {config['device']!r}")

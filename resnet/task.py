@@ -52,6 +52,8 @@ def load_data(config: dict) -> tuple[Dataset, Dataset, Dataset]:
 class ResNetTask:
     def __init__(self, config: dict):
         self.config = config
+        if config["device"] == "cuda" and not torch.cuda.is_available():
+            raise UserError("this run trains on cuda, but no CUDA device is available here")
         self.device = torch.device(config["device"])
         train, self.val_set, self.test_set = load_data(config)
         batch = config["batch_size"]

@@ -1,14 +1,41 @@
 #!/usr/bin/env python3
 """Continue a stopped run from its newest good checkpoint, with its frozen config.
 
-    python scripts/resume.py --run-id ID              # on a SLURM login node: resubmits the job
-    python scripts/resume.py --run-id ID --local      # trains here, in the foreground
+    python scripts/resume.py --run-id ID              # where sbatch exists: resubmit the run's SLURM job
+    python scripts/resume.py --run-id ID --local      # train here, in the foreground
     python scripts/resume.py --run-id ID --epochs 200 # extend a (finished) run
 """
 import argparse
+import shlex
+import sys
+from pathlib import Path
 
+from jobs import slurm
+from jobs.checkpoint import CheckpointStore
 from jobs.cli import add_run_arguments, positive_int, run_main
-from jobs.launch import RESUME, launch
+from jobs.errors import UserError
+from jobs.launch import RESUME, launch, unknown_run_message
+from jobs.run_dir import RunDir, check_runs_dir
+
+
+def resubmit(args, run: RunDir) -> int:
+    job = run.read_config()["job"]
+    state = slurm.job_state(job["slurm_job_id"])
+    if state and state not in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                               "PREEMPTED", "BOOT_FAIL", "DEADLINE"):
+        raise UserError(f"run {run.run_id} is still in SLURM job {job['slurm_job_id']} ({state}); "
+                        "wait for it or scancel it first")
+    command = [sys.executable, str(Path(__file__).resolve()), "--local", "--run-id", run.run_id,
+               "--runs-dir", str(Path(args.runs_dir).resolve())]
+    if args.epochs:
+        command += ["--epochs", str(args.epochs)]
+    if args.force:
+        command.append("--force")
+    # exec: the trainer becomes the batch shell, so it receives the B:USR2 warning itself
+    job_id = slurm.resubmit(job, "exec " + shlex.join(command))
+    print(f"resubmitted run {run.run_id} as SLURM job {job_id} (was {job['slurm_job_id']}); "
+          f"watch it with: python scripts/status.py --run-id {run.run_id} --runs-dir {args.runs_dir}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -17,6 +44,15 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=positive_int, help="change the total number of epochs (extends a run)")
     parser.add_argument("--local", action="store_true", help="train here even where SLURM is available")
     args = parser.parse_args(argv)
+    run = RunDir(check_runs_dir(args.runs_dir), args.run_id)
+    if not run.exists():
+        raise UserError(unknown_run_message(args.runs_dir, args.run_id))
+    newest = (CheckpointStore(run.path, warn=lambda _: None).entries() or [{}])[-1]
+    if newest.get("final") and not args.epochs:
+        print(f"run {run.run_id} is already finished (step {newest['step']}); pass --epochs N to extend it")
+        return 0
+    if not args.local and slurm.available() and (run.read_config().get("job") or {}).get("slurm_job_id"):
+        return resubmit(args, run)
     overrides = {"epochs": args.epochs} if args.epochs else {}
     return launch(None, None, args.runs_dir, args.run_id, mode=RESUME, overrides=overrides, force=args.force)
 

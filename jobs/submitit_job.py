@@ -1,0 +1,63 @@
+"""The submitit path: a Checkpointable job that trains one run id and resubmits itself.
+
+submitit installs its own USR2 handler, which calls `checkpoint()`, requeues the job and exits,
+right in the middle of whatever the training thread was doing. We keep that handler but never let
+the signal run it: our flag handler takes USR2, the loop saves at the next step boundary, and only
+then do we call submitit's handler ourselves, so its requeue always follows a complete save.
+"""
+import signal
+from pathlib import Path
+
+import submitit
+
+from jobs.errors import UserError
+from jobs.exit_codes import EXIT_OK
+from jobs.launch import RESUME_IF_EXISTS, launch
+from jobs.loop import LoopConfig
+from jobs.progress import Reporter
+
+
+class TrainingJob(submitit.helpers.Checkpointable):
+    def __init__(self, workload_ref: str, task_config: dict, runs_dir: str, run_id: str, loop: dict):
+        self.workload_ref, self.task_config = workload_ref, task_config
+        self.runs_dir, self.run_id, self.loop = str(Path(runs_dir).resolve()), run_id, loop
+
+    def __call__(self) -> dict:
+        code = launch(self.workload_ref, self.task_config, Path(self.runs_dir), self.run_id,
+                      mode=RESUME_IF_EXISTS, loop=LoopConfig(**self.loop), reporter=Reporter(interactive=False),
+                      on_stop=self._after_saved_stop)
+        if code != EXIT_OK:
+            raise RuntimeError(f"run {self.run_id} stopped with exit code {code}; see {self.runs_dir}/{self.run_id}")
+        return {"run_id": self.run_id, "runs_dir": self.runs_dir}
+
+    def _after_saved_stop(self, run, outcome, stop) -> None:
+        """USR2 (time limit or preemption warning): the checkpoint is saved; now let submitit requeue."""
+        submitit_handler = stop.previous_handler(signal.SIGUSR2)
+        if outcome.signal == "SIGUSR2" and callable(submitit_handler):
+            run.event("requeue", outcome.step, signal=outcome.signal, via="submitit")
+            submitit_handler(signal.SIGUSR2, None)  # calls checkpoint(), scontrol requeue, sys.exit
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        # Nothing is saved here (the loop already did, at a step boundary): resubmit the same run id.
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def submit(job: TrainingJob, *, partition: str | None, time_minutes: int, gpus: int, cpus: int, mem_gb: float | None,
+           signal_delay_s: int, max_requeues: int, extra: dict | None = None) -> submitit.Job:
+    """Submit with settings that fit long runs split over many jobs (see README: submitit's traps)."""
+    if signal_delay_s >= time_minutes * 60:
+        raise UserError(f"--signal-delay {signal_delay_s} s must be shorter than --time {time_minutes} min")
+    folder = Path(job.runs_dir) / job.run_id / "submitit"
+    # submitit's default of 3 timeouts ends a 200-epoch run after 4 jobs; and with a limit of 10
+    # minutes or less every USR2 counts as a timeout (it counts those past min(80%, limit - 10 min))
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm", slurm_max_num_timeout=max_requeues)
+    params = {"timeout_min": time_minutes, "cpus_per_task": cpus, "slurm_signal_delay_s": signal_delay_s,
+              "name": job.run_id, "slurm_additional_parameters": {"requeue": True, **(extra or {})}}
+    if gpus:
+        params["gpus_per_node"] = gpus
+    if partition:
+        params["slurm_partition"] = partition
+    if mem_gb:
+        params["mem_gb"] = mem_gb
+    executor.update_parameters(**params)
+    return executor.submit(job)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Stop the dev cluster started by start.sh. Exits 0 even when nothing runs.
+set -uo pipefail
+DIR=${SLURM_DEV_DIR:-/tmp/slurm-dev}
+export SLURM_CONF=$DIR/slurm.conf
+log() { echo "slurm dev cluster: $*" >&2; }
+
+# Cancel jobs first: a stopped slurmd leaves its job processes running.
+pid=$(cat "$DIR/slurmctld.pid" 2>/dev/null)   # a dead slurmctld: clients retry 9 s
+if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slurmctld ] && timeout 5 squeue -h >/dev/null 2>&1; then
+    timeout 5 squeue -h -o %A | xargs -r scancel
+    # Bounded: a job that ignores SIGTERM is SIGKILLed after KillWait (10 s).
+    for _ in $(seq 60); do
+        [ -z "$(timeout 5 squeue -h -o %A 2>/dev/null)" ] && break
+        sleep 0.5
+    done
+fi
+
+stop_pidfile() {  # NAME PIDFILE: TERM, wait up to 5 s, then KILL
+    local pid
+    pid=$(cat "$2" 2>/dev/null) || return 0
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] || return 0   # stale pid file
+    kill "$pid"
+    for _ in $(seq 20); do
+        kill -0 "$pid" 2>/dev/null || { log "stopped $1 ($pid)"; return 0; }
+        sleep 0.25
+    done
+    kill -9 "$pid" 2>/dev/null; log "killed $1 ($pid)"
+}
+stop_pidfile slurmd "$DIR/slurmd.pid" &   # each takes ~2 s to exit: in parallel
+stop_pidfile slurmctld "$DIR/slurmctld.pid" &
+wait
+# munged only if start.sh started it (a real cluster's munged stays up).
+[ -f "$DIR/.munged-ours" ] && stop_pidfile munged /run/munge/munged.pid
+exit 0
