@@ -26,6 +26,7 @@ DEFAULTS = {
     "device": "cpu",         # resolved: cpu or cuda (the generator states depend on it)
     "bf16": False,           # bf16 autocast (GPU fast path)
     "channels_last": False,  # channels_last memory format (GPU fast path)
+    "deterministic": False,  # deterministic GPU kernels: bit-exact resume on the GPU too (slower)
 }
 SAFE_TO_CHANGE = frozenset({"epochs", "data_dir"})
 
@@ -49,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format (GPU)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic GPU kernels, so a resumed GPU run is bit-exact too (CPU runs always are)")
 
 
 def resolve_device(name: str) -> str:
@@ -69,7 +72,7 @@ def config_from_args(args: argparse.Namespace, resolve: bool = True) -> dict:
             "seed": args.seed, "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
             "synthetic": args.synthetic, "train_on_all": args.train_on_all,
             "device": resolve_device(args.device) if resolve else args.device, "bf16": args.bf16,
-            "channels_last": args.channels_last}
+            "channels_last": args.channels_last, "deterministic": args.deterministic}
 
 
 def validate(config: dict) -> None:

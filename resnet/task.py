@@ -6,6 +6,7 @@ each epoch's permutation from a generator seeded with (seed, epoch), and the cro
 dedicated generator on the training device.
 """
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,10 @@ class ResNetTask:
         if config["device"] == "cuda" and not torch.cuda.is_available():
             raise UserError("this run trains on cuda, but no CUDA device is available here")
         self.device = torch.device(config["device"])
+        if config["deterministic"]:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+            torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True)
         train, self.val_set, self.test_set = load_data(config)
         batch = config["batch_size"]
         if len(train) < batch:
