@@ -42,7 +42,7 @@ class RunLock:
         try:
             self._lock.acquire()
         except filelock.Timeout:
-            holder = self.holder() or {}
+            holder = self._live_holder_record()
             raise RunLocked(f"run is in use by {describe_holder(holder)}") from None
         broken = self.holder()
         if broken and not force and not self._provably_gone(broken):
@@ -53,6 +53,29 @@ class RunLock:
               "time": time.time()}
         write_json_atomic(self.holder_file, me)
         return broken
+
+    def _live_holder_record(self, wait: float = 2.0) -> dict:
+        """The record of whoever holds the OS lock. A holder writes it just after taking the lock, so in
+        between there is none, or still the one of an earlier holder that was killed (a dead pid on this
+        host): wait a moment for the live holder's own record rather than name the wrong process."""
+        deadline = time.monotonic() + wait
+        while True:
+            holder = self.holder() or {}
+            if (holder.get("pid") not in (None, "?") and not self._dead_here(holder)) or time.monotonic() > deadline:
+                return holder
+            time.sleep(0.05)
+
+    @staticmethod
+    def _dead_here(holder: dict) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except (ProcessLookupError, ValueError, TypeError):
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def _provably_gone(self, holder: dict) -> bool:
         if holder.get("host") == socket.gethostname():

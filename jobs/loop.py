@@ -83,8 +83,10 @@ class Trainer:
         entry, error = self.writer.collect()
         if error is not None:
             last = self.last_checkpoint["step"]
-            message = (f"checkpoint write failed: {error}; the previous checkpoint "
-                       f"{'(step ' + str(last) + ')' if last is not None else ''} is intact")
+            # with no committed checkpoint yet, "the previous checkpoint  is intact" claimed one that isn't there
+            kept = (f"the previous checkpoint (step {last}) is intact" if last is not None
+                    else "no checkpoint of this run is committed yet")
+            message = f"checkpoint write failed: {error}; {kept}"
             self.run.event("error", self.task.step, message=message)
             self.reporter.warn(f"warning: {message}")
             return False
@@ -220,9 +222,12 @@ class Trainer:
         final = self.task.final_metrics()
         self.state["final_metrics"] = final
         history = self.state["history"]
-        ok = self.finish_write(block=True) and self.save(
-            epoch_end=True, final=True, metric=history[-1].get(self.primary_metric) if history else None,
-            wait=True)
+        # An earlier write that failed is reported here (event + warning), but it must not keep the final
+        # checkpoint from being written: `finish_write() and save()` skipped the final save, and a run that
+        # had finished ended "failed" (exit 1) although the disk had room again.
+        self.finish_write(block=True)
+        ok = self.save(epoch_end=True, final=True,
+                       metric=history[-1].get(self.primary_metric) if history else None, wait=True)
         self.write_status("completed" if ok else "failed", **final)
         self.run.event("finish" if ok else "error", self.task.step, **final,
                        **({} if ok else {"message": "the final checkpoint could not be written"}))

@@ -6,6 +6,22 @@ saving inside the handler could capture a half-updated model (DESIGN invariant 4
 import signal
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+_early: list[str] = []  # stop signals caught by catch_early() before a StopFlag was installed
+
+
+def _record_early(signum, frame) -> None:
+    _early.append(signal.Signals(signum).name)
+
+
+def catch_early(signals=(signal.SIGUSR2,)) -> None:
+    """Call first thing in an entry point, before the slow imports and the data loading.
+
+    USR2's default action kills the process: a SLURM warning (time limit, or preemption, which
+    sends it at once) arriving while the trainer still starts up would end the job FAILED, not
+    requeued. Caught here, it is handed to the StopFlag installed later, and the loop stops at its
+    first step boundary like for any other warning."""
+    for sig in signals:
+        signal.signal(sig, _record_early)
 
 
 class StopFlag:
@@ -26,6 +42,8 @@ class StopFlag:
     def install(self) -> "StopFlag":
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        self.received.extend(_early)  # arrived during start-up (catch_early)
+        _early.clear()
         return self
 
     def restore(self) -> None:

@@ -5,6 +5,7 @@ right in the middle of whatever the training thread was doing. We keep that hand
 the signal run it: our flag handler takes USR2, the loop saves at the next step boundary, and only
 then do we call submitit's handler ourselves, so its requeue always follows a complete save.
 """
+import os
 import signal
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def submit(job: TrainingJob, *, partition: str | None, time_minutes: int, gpus: 
     """Submit with settings that fit long runs split over many jobs (see README: submitit's traps)."""
     if signal_delay_s >= time_minutes * 60:
         raise UserError(f"--signal-delay {signal_delay_s} s must be shorter than --time {time_minutes} min")
+    # SLURM's environment variables beat #SBATCH lines: an SBATCH_SIGNAL=B:USR2@N meant for the batch
+    # scripts would send submitit's USR2 to its batch shell (which dies) instead of the srun step.
+    os.environ.pop("SBATCH_SIGNAL", None)
     folder = Path(job.runs_dir) / job.run_id / "submitit"
     # submitit's default of 3 timeouts ends a 200-epoch run after 4 jobs; and with a limit of 10
     # minutes or less every USR2 counts as a timeout (it counts those past min(80%, limit - 10 min))

@@ -10,12 +10,16 @@ import shlex
 import sys
 from pathlib import Path
 
-from jobs import slurm
-from jobs.checkpoint import CheckpointStore
-from jobs.cli import add_run_arguments, positive_int, run_main
-from jobs.errors import UserError
-from jobs.launch import RESUME, launch, unknown_run_message
-from jobs.run_dir import RunDir, check_runs_dir
+from jobs.signals import catch_early
+
+catch_early()  # before the slow imports: a SLURM USR2 during start-up must not kill the job
+
+from jobs import slurm  # noqa: E402
+from jobs.checkpoint import CheckpointStore  # noqa: E402
+from jobs.cli import add_run_arguments, positive_int, run_main  # noqa: E402
+from jobs.errors import UserError  # noqa: E402
+from jobs.launch import RESUME, launch, unknown_run_message  # noqa: E402
+from jobs.run_dir import RunDir, check_runs_dir  # noqa: E402
 
 
 def resubmit(args, run: RunDir) -> int:
@@ -38,6 +42,14 @@ def resubmit(args, run: RunDir) -> int:
     return 0
 
 
+def _verifies(store: CheckpointStore, entry: dict) -> bool:
+    try:
+        store.verify(entry)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser, run_id_required=True)
@@ -47,8 +59,11 @@ def main(argv=None) -> int:
     run = RunDir(check_runs_dir(args.runs_dir), args.run_id)
     if not run.exists():
         raise UserError(unknown_run_message(args.runs_dir, args.run_id))
-    newest = (CheckpointStore(run.path, warn=lambda _: None).entries() or [{}])[-1]
-    if newest.get("final") and not args.epochs:
+    store = CheckpointStore(run.path, warn=lambda _: None)
+    newest = (store.entries() or [{}])[-1]
+    # "finished" only if the final checkpoint verifies: a corrupt one must go through launch, which falls
+    # back to the previous good checkpoint and redoes the last steps (DESIGN invariant 3)
+    if newest.get("final") and not args.epochs and _verifies(store, newest):
         print(f"run {run.run_id} is already finished (step {newest['step']}); pass --epochs N to extend it")
         return 0
     if not args.local and slurm.available() and (run.read_config().get("job") or {}).get("slurm_job_id"):

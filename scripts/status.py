@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     check_runs_dir(args.runs_dir)
     if not args.runs_dir.is_dir():
         raise UserError(f"runs dir {args.runs_dir} does not exist")
-    if args.run_id:
+    if args.run_id is not None:  # an explicit --run-id "" is a bad id, not "every run"
         validate_run_id(args.run_id)
         if not RunDir(args.runs_dir, args.run_id).exists():
             raise UserError(unknown_run_message(args.runs_dir, args.run_id))

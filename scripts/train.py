@@ -7,12 +7,16 @@
 import argparse
 import time
 
-from jobs.cli import add_loop_arguments, add_run_arguments, loop_config_from_args, run_main
-from jobs.errors import UserError
-from jobs.launch import NEW, RESUME_IF_EXISTS, launch
-from jobs.run_dir import slurm_job_id
-from resnet.config import SAFE_TO_CHANGE, add_arguments, config_from_args
-from resnet.task import REFERENCE
+from jobs.signals import catch_early
+
+catch_early()  # before the slow imports: a SLURM USR2 during start-up must not kill the job
+
+from jobs.cli import add_loop_arguments, add_run_arguments, loop_config_from_args, run_main  # noqa: E402
+from jobs.errors import UserError  # noqa: E402
+from jobs.launch import NEW, RESUME_IF_EXISTS, launch  # noqa: E402
+from jobs.run_dir import slurm_job_id  # noqa: E402
+from resnet.config import SAFE_TO_CHANGE, add_arguments, config_from_args  # noqa: E402
+from resnet.task import REFERENCE  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,7 +43,9 @@ def main(argv=None) -> int:
     overrides = {field: config[field] for field in args.override}
     if overrides and not args.resume_if_exists:
         raise UserError("--override only applies with --resume-if-exists (or use scripts/resume.py)")
-    return launch(REFERENCE, config, args.runs_dir, args.run_id or default_run_id(),
+    # `is None`, not `or`: an explicit empty --run-id "" is a bad run id, not a request for a default one
+    run_id = default_run_id() if args.run_id is None else args.run_id
+    return launch(REFERENCE, config, args.runs_dir, run_id,
                   mode=RESUME_IF_EXISTS if args.resume_if_exists else NEW, loop=loop_config_from_args(args),
                   overrides=overrides, force=args.force)
 
