@@ -162,6 +162,7 @@ class Trainer:
         window["images"] += out["images"]
         window["steps"] += 1
         self._batch_images = out["images"]
+        window["lr"] = out.get("lr")  # the rate this epoch's last step used (the scheduler has moved on)
         now = time.perf_counter()
         if now - window["shown"] >= 0.5:
             window["shown"] = now
@@ -184,7 +185,7 @@ class Trainer:
         loss, acc = self._window_means(window)
         self.images_per_sec = window["images"] / max(seconds, 1e-9)
         record = {"epoch": self.epoch, "step": self.task.step, "train_loss": loss, "train_accuracy": acc,
-                  "lr": self.task.current_lr() if hasattr(self.task, "current_lr") else None,
+                  "lr": window.get("lr"),
                   "images_per_sec": self.images_per_sec, "epoch_seconds": seconds, "time": time.time()}
         metric = None
         if self.epoch % self.loop.eval_every_epochs == 0 or self.task.step >= self.task.total_steps:

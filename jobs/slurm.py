@@ -140,7 +140,8 @@ def resubmit(record: dict, command: str) -> str:
                "--signal": record.get("signal") or DEFAULT_SIGNAL}
     args = ["sbatch", "--parsable", "--requeue", "--open-mode=append"]
     args += [f"{key}={value}" for key, value in options.items() if value]
-    done = _run(args + ["--wrap", command])
+    # USR2 ignored until the trainer's handler is in (see slurm/train_standard.sh)
+    done = _run(args + ["--wrap", f"trap '' USR2; {command}"])
     if done is None or done.returncode != 0:
         raise RuntimeError("sbatch failed: " + (done.stderr.strip() if done is not None else "timed out"))
     return done.stdout.strip().split(";")[0]
