@@ -23,6 +23,19 @@ def _duration(seconds) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def _field(key: str, value) -> str:
+    """A value of the detail view, readable: times as local time, seconds as durations, rates rounded."""
+    if value is None:
+        return "-"
+    if key.endswith("_time") or key == "heartbeat":
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    if key.endswith("_seconds"):
+        return _duration(value)
+    if key.endswith("accuracy"):
+        return _pct(value)
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
 def _epoch_cell(run: dict):
     epochs = run["epochs"] or 0
     bar = ProgressBar(total=max(epochs, 1), completed=run["epoch"] or 0, width=12)
@@ -33,7 +46,9 @@ def runs_table(runs: list[dict]) -> Table:
     table = Table(title=f"runs ({time.strftime('%H:%M:%S')})", header_style="bold")
     for column in ("run", "model", "state", "epoch", "step", "best acc", "last acc", "img/s", "ETA",
                    "restarts", "ckpt age", "SLURM job"):
-        table.add_column(column, justify="right" if column in ("step", "img/s", "restarts") else "left")
+        table.add_column(column, justify="right" if column in ("step", "img/s", "restarts") else "left",
+                         # in a narrow terminal the run id folds whole rather than end in "…"
+                         overflow="fold" if column == "run" else "ellipsis", no_wrap=column == "state")
     for run in runs:
         job = run["slurm_job_id"] or "-"
         if run["slurm_state"]:
@@ -48,7 +63,8 @@ def runs_table(runs: list[dict]) -> Table:
 def run_detail(run: dict, events: list[dict], metrics: list[dict]) -> Group:
     fields = Table.grid(padding=(0, 2))
     for key, value in run.items():
-        fields.add_row(Text(key, style="bold"), "-" if value is None else str(value))
+        if key != "hint":  # shown on its own line below
+            fields.add_row(Text(key, style="bold"), _field(key, value))
     event_table = Table(title="recent events", header_style="bold")
     for column in ("time", "event", "step", "host", "pid", "SLURM job", "details"):
         event_table.add_column(column)

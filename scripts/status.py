@@ -8,6 +8,7 @@
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
             runs[0].update(events=run.events(), metrics=run.metrics())
         print(json.dumps(runs[0] if args.run_id else runs, indent=1))
         return 0
-    console = Console()
+    # piped or under sbatch there is no terminal width: rich would squeeze the table into 80 columns
+    console = Console(width=None if sys.stdout.isatty() else 200)
     if not args.watch:
         console.print(render(args))
         return 0
