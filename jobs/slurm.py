@@ -80,7 +80,10 @@ def queue() -> dict[str, dict] | None:
     jobs = {}
     for line in done.stdout.splitlines():
         job_id, state, time_left = (line.split("|") + ["", ""])[:3]
-        jobs[job_id.strip()] = {"state": state.strip(), "time_left": time_left.strip()}
+        state = state.strip()
+        # squeue keeps showing the last time left of a job that has ended: meaningless there
+        jobs[job_id.strip()] = {"state": state, "time_left": time_left.strip() if state in ("RUNNING", "PENDING",
+                                                                                              "SUSPENDED") else None}
     return jobs
 
 
