@@ -87,6 +87,27 @@ def queue() -> dict[str, dict] | None:
     return jobs
 
 
+def accounting(job_ids: list[str]) -> dict[str, dict]:
+    """{job id: {"state", "time_left": None}} from sacct, for jobs squeue no longer lists (after
+    MinJobAge). {} without accounting ("Slurm accounting storage is disabled") or without sacct."""
+    if not job_ids or not shutil.which("sacct"):
+        return {}
+    done = _run(["sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", "JobID,State"])
+    if done is None or done.returncode != 0:
+        return {}
+    return parse_sacct(done.stdout)
+
+
+def parse_sacct(text: str) -> dict[str, dict]:
+    jobs = {}
+    for line in text.splitlines():
+        job_id, _, state = line.partition("|")
+        if job_id.strip().isdigit() and state.strip():
+            # "CANCELLED by 0" -> CANCELLED; a requeued job has one line per job id (-X), its latest state
+            jobs[job_id.strip()] = {"state": state.split()[0], "time_left": None}
+    return jobs
+
+
 def _show_job(job_id: str) -> dict:
     done = _run(["scontrol", "show", "job", "-o", str(job_id)])
     if done is None or done.returncode != 0:
