@@ -50,6 +50,8 @@ def load_cifar10(path: str | os.PathLike) -> tuple[Dataset, Dataset]:
     """
     path = Path(path)
     if path.is_file():
+        if not _looks_like_tarball(path):  # e.g. a batch file itself: say what to give, not "md5 differs"
+            raise UserError(f"{path}: not a tarball; give the {BATCH_DIR} directory, its parent, or {TAR_NAME}")
         return _load_tarball(path)
     if path.is_dir():
         if (path / TEST_FILE).exists() or (path / TRAIN_FILES[0]).exists():
@@ -62,6 +64,15 @@ def load_cifar10(path: str | os.PathLike) -> tuple[Dataset, Dataset]:
             f"{path}: no CIFAR-10 data here; expected {BATCH_DIR}/ (data_batch_1..5, test_batch) or {TAR_NAME}"
         )
     raise UserError(f"{path}: CIFAR-10 data not found (no such file or directory)")
+
+
+def _looks_like_tarball(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"  # a truncated .tar.gz still starts so: its md5 then says more
+        return gzipped or tarfile.is_tarfile(path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def _load_dir(root: Path) -> tuple[Dataset, Dataset]:

@@ -85,6 +85,11 @@ def test_damaged_tarball_names_the_problem(cifar_dir, monkeypatch, damage, messa
     assert str(tarball) in str(err.value)
 
 
+def test_a_file_that_is_no_tarball_says_what_to_give(cifar_dir):
+    with pytest.raises(UserError, match="data_batch_1: not a tarball; give the cifar-10-batches-py directory"):
+        load_cifar10(cifar_dir / "data_batch_1")
+
+
 def test_truncated_batch_names_the_file(cifar_dir):
     path = cifar_dir / "data_batch_3"
     path.write_bytes(path.read_bytes()[:-500])
