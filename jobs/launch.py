@@ -41,6 +41,15 @@ def config_changes(frozen: dict, given: dict, safe: frozenset, overrides: set) -
     return {k: given.get(k) for k in sorted(changed)}
 
 
+def _check_not_shorter(run: RunDir, task, changes: dict) -> None:
+    """A change (e.g. fewer epochs) must not end the run before the steps it has already trained."""
+    trained = max((e["step"] for e in CheckpointStore(run.path, warn=lambda _: None).entries()), default=0)
+    if trained > task.total_steps:
+        details = "; ".join(f"{k} {v!r}" for k, v in changes.items())
+        raise UserError(f"run {run.run_id!r} has already trained {trained} steps, more than the {task.total_steps} "
+                        f"that {details} gives; ask for at least as much as it has done")
+
+
 def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, run_id: str, *, mode: str,
            loop: LoopConfig | None = None, overrides: dict | None = None, force: bool = False,
            job: dict | None = None, reporter: Reporter | None = None, on_stop=None) -> int:
@@ -71,6 +80,8 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
     loop = loop or LoopConfig()
     workload.validate(task_config)
     task = workload.build(task_config)  # loads data: bad data is a UserError before anything is written
+    if changes:
+        _check_not_shorter(run, task, changes)
 
     run.path.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run.path, slurm_job_running=slurm.job_is_running)

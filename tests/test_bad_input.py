@@ -70,6 +70,16 @@ def test_changing_epochs_needs_override(runs):
     assert events(runs / "ref", "finish")[-1]["step"] == LONG_STEPS + 7
 
 
+def test_fewer_epochs_than_already_trained_is_refused(runs):
+    """Shrinking a finished 10-epoch run to 9 epochs used to rewrite its config.json, then call it finished."""
+    line = refused(runs, "resume", "--run-id", "ref", "--runs-dir", runs, "--epochs", "9")
+    assert line == (f"error: run 'ref' has already trained {LONG_STEPS} steps, more than the {LONG_STEPS * 9 // 10} "
+                    "that epochs 9 gives; ask for at least as much as it has done")
+    line = refused(runs, "train", *LONG[:-2], "--epochs", "9", "--run-id", "ref", "--runs-dir", runs,
+                   "--resume-if-exists", "--override", "epochs")
+    assert "has already trained" in line
+
+
 def test_existing_run_without_resume_if_exists_points_to_resume(runs):
     line = refused(runs, "train", *LONG, "--run-id", "ref", "--runs-dir", runs)
     assert line == (f"error: run 'ref' already exists in {runs}; continue it with "
