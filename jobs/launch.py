@@ -112,8 +112,11 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
         # after the lock is released: the requeued job may start before this process has exited
         if on_stop is not None:
             on_stop(run, outcome, stop)
-        elif outcome.signal == "SIGUSR2":
-            slurm.requeue_after_warning(run, outcome, loop.max_requeues, reporter)
+        elif not (outcome.signal == "SIGUSR2" and slurm.requeue_after_warning(run, outcome, loop.max_requeues,
+                                                                             reporter)):
+            where = f" --runs-dir {runs_dir}" if Path(runs_dir) != Path("checkpoints") else ""
+            reporter.message(f"stopped at step {outcome.step}, checkpoint saved; continue with "
+                             f"`python scripts/resume.py --run-id {run_id}{where}`")
         return EXIT_STOPPED
 
 

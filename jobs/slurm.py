@@ -65,8 +65,7 @@ def requeue_after_warning(run: RunDir, outcome, max_requeues: int, reporter) -> 
             return True
         reason = f"scontrol requeue {job} failed: " + (done.stderr.strip() if done is not None else "timed out")
     run.event("error", outcome.step, message=f"not requeued: {reason}")
-    reporter.warn(f"warning: not requeued: {reason}. The checkpoint at step {outcome.step} is safe; "
-                  f"continue with `python scripts/resume.py --run-id {run.run_id}`")
+    reporter.warn(f"warning: not requeued: {reason}")  # the caller then says how to continue
     return False
 
 

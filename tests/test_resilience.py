@@ -119,6 +119,9 @@ def _stop_and_check(path, proc, sig, rng):
     assert received["step"] == stop["step"]
     committed = [e["step"] for e in manifest_entries(path)]
     assert stop["step"] in committed, (stop, committed)  # the stop checkpoint is committed
+    # outside SLURM nothing requeues it: the user is told how to continue
+    assert f"stopped at step {stop['step']}, checkpoint saved; continue with `python scripts/resume.py" \
+        in proc.stdout + proc.stderr
     assert 0 <= stop["step"] < LONG_STEPS
     return stop["step"]
 
