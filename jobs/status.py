@@ -71,12 +71,14 @@ def run_summary(runs_dir: Path, run_id: str, queue: dict | None = None, now: flo
     state, hint = run_state(status, slurm_info if queue is not None else None, now)
     task = config.get("task", {})
     steps = status.get("total_steps")
+    resumes = [e for e in run.events() if e["event"] == "resume"]
     return {
         "run_id": run_id, "model": status.get("model"), "state": state,
         "hint": hint.format(run_id=run_id) if hint else None,
         "epoch": status.get("epoch", 0), "epochs": status.get("epochs", task.get("epochs")),
         "step": status.get("step", newest.get("step", 0)), "total_steps": steps,
-        "restarts": sum(1 for e in run.events() if e["event"] == "resume"),
+        "restarts": len(resumes),  # every resume: requeues, resume.py, --resume-if-exists
+        "slurm_restart_count": resumes[-1].get("slurm_restart_count") if resumes else None,  # SLURM's own count
         "last_checkpoint_step": newest.get("step"), "last_checkpoint_time": newest.get("time"),
         "checkpoint_age_seconds": now - newest["time"] if newest else None,
         "best_accuracy": status.get("best_accuracy"), "last_accuracy": status.get("last_accuracy"),

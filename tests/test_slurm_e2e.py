@@ -402,6 +402,7 @@ def check_requeued_run(name: str, res: dict, ref: dict) -> None:
     assert len(pairs) == res["requeues"] and all(stop == resumed for stop, resumed in pairs), why
     assert res["final"]["state"] == "completed" and res["final"]["step"] == LONG_STEPS, res["final"]
     assert res["final"]["restarts"] == res["requeues"] and res["final"]["slurm_job_id"] == str(res["job"])
+    assert res["final"]["slurm_restart_count"] == res["restarts"], res["final"]  # SLURM_RESTART_COUNT
     assert res["final"]["model_digest"] == ref["digest"], why
 
 
