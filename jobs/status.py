@@ -6,7 +6,6 @@ from pathlib import Path
 
 from jobs import slurm
 from jobs.checkpoint import CheckpointStore
-from jobs.errors import UserError
 from jobs.run_dir import RunDir, known_run_ids
 
 ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
@@ -48,33 +47,23 @@ def run_state(status: dict, slurm_info: dict | None, now: float) -> tuple[str, s
     return "running", None
 
 
-def _job_id(run: RunDir, status: dict | None = None, config: dict | None = None) -> str | None:
+def _job_id(status: dict, config: dict) -> str | None:
     """The SLURM job the run ran in last (status), or was submitted as (the job record in its config)."""
-    status = run.read_status() if status is None else status
-    if config is None:
-        try:
-            config = run.read_config()
-        except UserError:  # run_summary reports it
-            config = {}
     return status.get("slurm_job_id") or (config.get("job") or {}).get("slurm_job_id")
 
 
-def run_summary(runs_dir: Path, run_id: str, queue: dict | None = None, now: float | None = None) -> dict:
-    run = RunDir(runs_dir, run_id)
-    now = now or time.time()
-    status = run.read_status()
-    config = run.read_config()
+def run_summary(run: RunDir, status: dict, config: dict, queue: dict | None, now: float) -> dict:
     entries = CheckpointStore(run.path, warn=lambda _: None).entries()
     newest = entries[-1] if entries else {}
-    job_id = _job_id(run, status, config)
+    job_id = _job_id(status, config)
     slurm_info = (queue or {}).get(job_id) if job_id else None
     state, hint = run_state(status, slurm_info if queue is not None else None, now)
     task = config.get("task", {})
     steps = status.get("total_steps")
     resumes = [e for e in run.events() if e["event"] == "resume"]
     return {
-        "run_id": run_id, "model": status.get("model"), "state": state,
-        "hint": hint.format(run_id=run_id) if hint else None,
+        "run_id": run.run_id, "model": status.get("model"), "state": state,
+        "hint": hint.format(run_id=run.run_id) if hint else None,
         "epoch": status.get("epoch", 0), "epochs": status.get("epochs", task.get("epochs")),
         "step": status.get("step", newest.get("step", 0)), "total_steps": steps,
         "restarts": len(resumes),  # every resume: requeues, resume.py, --resume-if-exists
@@ -92,10 +81,11 @@ def run_summary(runs_dir: Path, run_id: str, queue: dict | None = None, now: flo
 
 
 def collect(runs_dir: Path, run_ids: list[str] | None = None) -> list[dict]:
-    run_ids = run_ids or known_run_ids(runs_dir)
+    runs = [RunDir(runs_dir, run_id) for run_id in run_ids or known_run_ids(runs_dir)]
+    read = [(run, run.read_status(), run.read_config()) for run in runs]
     queue = slurm.queue()
     if queue is not None:  # jobs that left squeue: their final state from sacct, where accounting runs
-        queue.update(slurm.accounting([job for job in map(_job_id, [RunDir(runs_dir, r) for r in run_ids])
+        queue.update(slurm.accounting([job for job in (_job_id(status, config) for _, status, config in read)
                                        if job and job not in queue]))
     now = time.time()
-    return [run_summary(runs_dir, run_id, queue, now) for run_id in run_ids]
+    return [run_summary(run, status, config, queue, now) for run, status, config in read]
