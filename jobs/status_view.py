@@ -65,7 +65,11 @@ def run_detail(run: dict, events: list[dict], metrics: list[dict]) -> Group:
     for key, value in run.items():
         if key != "hint":  # shown on its own line below
             fields.add_row(Text(key, style="bold"), _field(key, value))
-    event_table = Table(title="recent events", header_style="bold")
+    # Routine checkpoint events (one per save, many per epoch) would crowd out the ones that tell the run's
+    # story (start, signal, requeue, resume, fallback, error); the fields above show the newest checkpoint.
+    checkpoints = sum(1 for e in events if e["event"] == "checkpoint")
+    events = [e for e in events if e["event"] != "checkpoint"]
+    event_table = Table(title=f"recent events ({checkpoints} checkpoint events not shown)", header_style="bold")
     for column in ("time", "event", "step", "host", "pid", "SLURM job", "details"):
         event_table.add_column(column)
     for e in events[-15:]:
