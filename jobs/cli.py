@@ -5,6 +5,7 @@ import sys
 from jobs.errors import UserError
 from jobs.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from jobs.loop import LoopConfig
+from jobs.run_dir import DEFAULT_RUNS_DIR
 
 
 def positive_int(text: str) -> int:
@@ -30,7 +31,7 @@ def positive_float(text: str) -> float:
 def add_run_arguments(parser: argparse.ArgumentParser, run_id_required: bool) -> None:
     parser.add_argument("--run-id", required=run_id_required,
                         help="name of the run directory (letters, digits, . _ -)")
-    parser.add_argument("--runs-dir", default="checkpoints", help="root of all runs (default: checkpoints/)")
+    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help=f"root of all runs (default: {DEFAULT_RUNS_DIR}/)")
     parser.add_argument("--force", action="store_true", help="break the run's lock even if its holder may live")
 
 

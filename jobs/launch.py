@@ -12,7 +12,7 @@ from jobs.lock import RunLock, RunLocked
 from jobs.loop import LoopConfig, Outcome, Trainer
 from jobs.progress import Reporter
 from jobs.rng import restore_rng
-from jobs.run_dir import RunDir, check_runs_dir, known_run_ids
+from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, known_run_ids
 from jobs.signals import StopFlag
 from jobs.task import load_workload
 
@@ -114,7 +114,7 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
             on_stop(run, outcome, stop)
         elif not (outcome.signal == "SIGUSR2" and slurm.requeue_after_warning(run, outcome, loop.max_requeues,
                                                                              reporter)):
-            where = f" --runs-dir {runs_dir}" if Path(runs_dir) != Path("checkpoints") else ""
+            where = f" --runs-dir {runs_dir}" if Path(runs_dir) != Path(DEFAULT_RUNS_DIR) else ""
             reporter.message(f"stopped at step {outcome.step}, checkpoint saved; continue with "
                              f"`python scripts/resume.py --run-id {run_id}{where}`")
         return EXIT_STOPPED

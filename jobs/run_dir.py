@@ -8,6 +8,7 @@ from pathlib import Path
 from jobs.errors import UserError
 from jobs.files import append_json_line, read_json, read_json_lines, write_json_atomic
 
+DEFAULT_RUNS_DIR = "checkpoints"  # where runs live unless --runs-dir says otherwise
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 EVENT_KINDS = {"start", "resume", "checkpoint", "signal", "requeue", "fallback", "lock-broken",
                "finish", "error", "stop"}

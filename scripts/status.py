@@ -18,7 +18,7 @@ from rich.live import Live
 from jobs.cli import positive_float, run_main
 from jobs.errors import UserError
 from jobs.launch import unknown_run_message
-from jobs.run_dir import RunDir, check_runs_dir, validate_run_id
+from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, validate_run_id
 from jobs.status import collect
 from jobs.status_view import run_detail, runs_table
 
@@ -33,7 +33,7 @@ def render(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--runs-dir", type=Path, default=Path(DEFAULT_RUNS_DIR))
     parser.add_argument("--run-id")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")

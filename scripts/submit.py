@@ -11,7 +11,7 @@ import os
 
 from jobs.cli import add_loop_arguments, loop_config_from_args, positive_int, run_main
 from jobs.errors import UserError
-from jobs.run_dir import RunDir, check_runs_dir
+from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir
 from jobs.submitit_job import TrainingJob, submit
 from resnet.config import add_arguments, config_from_args, validate
 from resnet.task import REFERENCE
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.add_argument("--run-id", required=True)
-    parser.add_argument("--runs-dir", default="checkpoints")
+    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR)
     parser.add_argument("--resume-if-exists", action="store_true", help="submit an existing run id too")
     add_loop_arguments(parser)
     slurm = parser.add_argument_group("SLURM (submitit executor)")
