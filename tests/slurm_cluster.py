@@ -22,6 +22,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEV_CLUSTER = REPO / "slurm" / "dev-cluster"
 DEV_DIR = Path(os.environ.get("SLURM_DEV_DIR", "/tmp/slurm-dev"))
+# JobState values of a job that has ended (for good or until a requeue)
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+            "BOOT_FAIL", "DEADLINE")
 BINARIES = ("sinfo", "sbatch", "squeue", "scontrol", "scancel", "slurmctld", "slurmd", "munged")
 
 

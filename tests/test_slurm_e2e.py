@@ -41,13 +41,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_cluster import REPO, job_info, node_cpus, sbatch, scancel, squeue_state, wait_for, wait_job_state
+from tests.slurm_cluster import (
+    REPO,
+    TERMINAL,
+    job_info,
+    node_cpus,
+    sbatch,
+    scancel,
+    squeue_state,
+    wait_for,
+    wait_job_state,
+)
 
 pytestmark = pytest.mark.slurm
 
 PY = sys.executable
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-            "BOOT_FAIL", "DEADLINE")
 COMMON = ["--block", "standard", "--size", "1", "--batch-size", "32", "--device", "cpu"]
 # Time-limit runs: 990 training images -> 30 steps per epoch, 180 steps; paced at K=2 steps per
 # 0.7 s write (<= 2.9 steps/s): >= 63 s of training.

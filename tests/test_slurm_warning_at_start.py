@@ -16,11 +16,10 @@ import time
 
 import pytest
 
-from tests.slurm_cluster import REPO, sbatch, scancel, squeue_state, wait_for, wait_job_state
+from tests.slurm_cluster import REPO, TERMINAL, sbatch, scancel, squeue_state, wait_for, wait_job_state
 
 pytestmark = pytest.mark.slurm
 
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 TINY = ["--synthetic", "600", "--size", "1", "--epochs", "1", "--batch-size", "64", "--device", "cpu"]
 
 
