@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from jobs.errors import UserError
-from jobs.files import read_json, write_atomic, write_json_atomic
+from jobs.files import write_atomic, write_json_atomic
+from jobs.manifest import MANIFEST, committed_entries
 
-MANIFEST = "manifest.json"
 SLOW_WRITE_ENV = "JOBS_TEST_SLOW_WRITE_SECONDS"  # test hook: stretch each write so kills land inside it
 
 
@@ -37,6 +37,21 @@ def model_digest(model_state: dict) -> str:
         if isinstance(value, torch.Tensor):
             digest.update(tensor_bytes(value))
     return digest.hexdigest()
+
+
+class NonFiniteCheckpoint(Exception):
+    """The model state to be saved holds NaN or infinite values: it is not written (a diverged run)."""
+
+    def __init__(self, step: int, names: list[str]):
+        super().__init__(f"the model state of step {step} holds non-finite values ({', '.join(names[:3])}"
+                         f"{', ...' if len(names) > 3 else ''}); not saved")
+        self.step = step
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold a NaN or an infinity."""
+    return [name for name, value in state.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
 
 
 def snapshot(obj):
@@ -70,6 +85,7 @@ class CheckpointStore:
         self.keep_last = keep_last
         self.keep_every_epochs = keep_every_epochs
         self.warn = warn
+        self.refuse_nonfinite = False  # the trainer turns it on unless the run allows non-finite values
         slow = os.environ.get(SLOW_WRITE_ENV)
         self.write = _slow_write(float(slow)) if slow else None
 
@@ -78,6 +94,10 @@ class CheckpointStore:
              metric: float | None = None) -> dict:
         """Write `state` (already a host snapshot) durably, then commit it in the manifest."""
         started = time.perf_counter()
+        if self.refuse_nonfinite:
+            bad = nonfinite_tensors(state["task"]["model"])
+            if bad:
+                raise NonFiniteCheckpoint(step, bad)
         buffer = io.BytesIO()
         torch.save(state, buffer)
         data = buffer.getvalue()
@@ -124,23 +144,7 @@ class CheckpointStore:
     # -- reading -----------------------------------------------------------------------------
     def entries(self) -> list[dict]:
         """Committed checkpoints, oldest first: the manifest, or the sidecars if it is unreadable."""
-        try:
-            manifest = read_json(self.manifest_file)
-            if manifest is not None:
-                return list(manifest["checkpoints"])
-        except (ValueError, KeyError, TypeError) as e:
-            self.warn(f"warning: {self.manifest_file} is corrupt ({e}); rebuilding it from the sidecar files")
-        else:
-            if not any(self.directory.glob("ckpt-step*.pt.json")):
-                return []
-            self.warn(f"warning: {self.manifest_file} is missing; rebuilding it from the sidecar files")
-        entries = []
-        for sidecar in sorted(self.directory.glob("ckpt-step*.pt.json")):
-            try:
-                entries.append(read_json(sidecar))
-            except ValueError:
-                continue
-        return sorted(entries, key=lambda e: e["step"])
+        return committed_entries(self.directory, self.warn)
 
     def verify(self, entry: dict) -> bytes:
         """The checkpoint's bytes if their size and sha256 match the entry; ValueError otherwise."""
@@ -206,7 +210,10 @@ class BackgroundWriter:
 
     def wait(self) -> None:
         if self._thread is not None:
-            self._thread.join()
+            try:
+                self._thread.join()
+            except RuntimeError:  # a second Ctrl-C interrupted submit() inside Thread.start(): nothing to wait for
+                pass
 
     def collect(self) -> tuple[dict | None, BaseException | None]:
         """The finished write's (entry, error), once; (None, None) while busy or when nothing is new."""

@@ -53,27 +53,45 @@ def read_json(path: Path):
     return json.loads(text)
 
 
-def append_json_line(path: Path, obj) -> None:
-    """Append one JSON line; O_APPEND keeps concurrent lines whole, fsync keeps them after a crash."""
-    line = (json.dumps(obj, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def append_json_lines(path: Path, records: list) -> None:
+    """Append JSON lines in one write; O_APPEND keeps concurrent lines whole, fsync keeps them after a crash.
+
+    A file whose last line is torn (a crash or a full disk cut an earlier append) gets a newline first,
+    so the torn line never swallows these records. A failed write is cut back to the old end of the
+    file, so a full disk leaves no half line behind either."""
+    data = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
-        os.fsync(fd)
+        end = os.fstat(fd).st_size
+        if end and os.pread(fd, 1, end - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            remaining = memoryview(data)
+            while remaining:  # a write cut short (by a signal) goes on; a full disk raises ENOSPC
+                remaining = remaining[os.write(fd, remaining):]
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, end)
+            except OSError:
+                pass  # the torn tail stays; the next append starts on a new line and readers skip it
+            raise
     finally:
         os.close(fd)
 
 
 def read_json_lines(path: Path) -> list[dict]:
-    """All complete lines; a torn last line (a kill mid-append) is skipped, not fatal."""
+    """All complete records; a torn line (cut by a kill or a full disk, anywhere in the file) is skipped."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
         return []
     records = []
     for line in text.splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records

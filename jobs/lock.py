@@ -31,6 +31,7 @@ class RunLock:
         self.lock_file = Path(run_path) / "lock"
         self.holder_file = Path(run_path) / "lock.json"
         self._lock = filelock.FileLock(self.lock_file, timeout=0)
+        self.record_error: OSError | None = None  # set when the holder record could not be written
         # how to ask SLURM whether a job still runs: injected so jobs.lock needs no scheduler
         self._slurm_job_running = slurm_job_running or (lambda job_id: None)
 
@@ -51,7 +52,11 @@ class RunLock:
                             "on another host; pass --force if it is not")
         me = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
               "time": time.time()}
-        write_json_atomic(self.holder_file, me)
+        try:
+            write_json_atomic(self.holder_file, me)
+            self.record_error = None
+        except OSError as e:  # full disk: the flock still guards the run; only the name of its holder is missing
+            self.record_error = e
         return broken
 
     def _live_holder_record(self, wait: float = 2.0) -> dict:
@@ -93,8 +98,14 @@ class RunLock:
 
     def release(self) -> None:
         if self._lock.is_locked:
-            self.holder_file.unlink(missing_ok=True)
-            self._lock.release()
+            try:
+                self.holder_file.unlink(missing_ok=True)
+            except OSError:  # a read-only or vanished run directory: the flock goes with the process anyway
+                pass
+            try:
+                self._lock.release()
+            except OSError:
+                pass
 
     def __enter__(self):
         self.acquire()

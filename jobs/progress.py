@@ -1,4 +1,8 @@
-"""Progress for people: a rich progress bar on a terminal, plain greppable lines under sbatch."""
+"""Progress for people: a rich progress bar on a terminal, plain greppable lines under sbatch.
+
+Output is best-effort: under sbatch stdout and stderr are files, often on the disk that just filled up,
+and a line that cannot be written must not stop the training."""
+import contextlib
 import sys
 import time
 
@@ -18,13 +22,15 @@ class Reporter:
         self._last_plain = 0.0
 
     def message(self, text: str) -> None:
-        if self.console:
-            self.console.print(text, markup=False)
-        else:
-            print(text, flush=True)
+        with contextlib.suppress(OSError):
+            if self.console:
+                self.console.print(text, markup=False)
+            else:
+                print(text, flush=True)
 
     def warn(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            print(text, file=sys.stderr, flush=True)
 
     def start_epoch(self, epoch: int, epochs: int, done: int, total: int) -> None:
         self._last_plain = time.monotonic()
@@ -41,7 +47,7 @@ class Reporter:
             self._progress.update(self._task, completed=done, info=info)
         elif time.monotonic() - self._last_plain >= self.plain_every_seconds:
             self._last_plain = time.monotonic()
-            print(f"epoch {epoch}/{epochs} step {done}/{total} {info}", flush=True)
+            self.message(f"epoch {epoch}/{epochs} step {done}/{total} {info}")
 
     def end_epoch(self, line: str) -> None:
         self.close()

@@ -1,4 +1,5 @@
 """The run directory: `<runs-dir>/<run-id>/` with its frozen config, events, metrics and status."""
+import json
 import os
 import re
 import socket
@@ -6,12 +7,14 @@ import time
 from pathlib import Path
 
 from jobs.errors import UserError
-from jobs.files import append_json_line, read_json, read_json_lines, write_json_atomic
+from jobs.files import append_json_lines, read_json, read_json_lines, write_atomic, write_json_atomic
+from jobs.write_failures import WriteFailures
 
 DEFAULT_RUNS_DIR = "checkpoints"  # where runs live unless --runs-dir says otherwise
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 EVENT_KINDS = {"start", "resume", "checkpoint", "signal", "requeue", "fallback", "lock-broken",
-               "finish", "error", "stop"}
+               "finish", "error", "stop", "diverged", "crash", "write-failed", "write-recovered"}
+MAX_PENDING_EVENTS = 1000  # events kept in memory while the log cannot be written (oldest dropped)
 
 
 def validate_run_id(run_id: str) -> str:
@@ -41,7 +44,11 @@ def check_runs_dir(runs_dir: Path) -> Path:
 
 
 class RunDir:
-    """Paths and the small JSON files of one run. Only the lock holder writes here."""
+    """Paths and the small JSON files of one run. Only the lock holder writes here.
+
+    After `tolerate_write_failures()` (the trainer, once it holds the lock) a failed write of events,
+    metrics or status is reported through jobs.write_failures and retried on the next occasion instead of
+    raising: events wait in memory and are appended with the next event that can be written."""
 
     def __init__(self, runs_dir: Path, run_id: str):
         self.run_id = validate_run_id(run_id)
@@ -50,6 +57,8 @@ class RunDir:
         self.events_file = self.path / "events.jsonl"
         self.metrics_file = self.path / "metrics.jsonl"
         self.status_file = self.path / "status.json"
+        self.failures: WriteFailures | None = None
+        self._pending_events: list[dict] = []
 
     def exists(self) -> bool:
         return self.config_file.exists()
@@ -67,24 +76,57 @@ class RunDir:
             raise UserError(f"run {self.run_id!r} has no config.json in {self.path}")
         return config
 
+    def tolerate_write_failures(self, warn) -> WriteFailures:
+        """From now on a failed write is reported once (`warn`, and an event when one can be written)."""
+        def report(kind, what, step, message, details):
+            warn(f"warning: {message}")
+            self.event(kind, step, file=what, message=message, **details)
+
+        self.failures = WriteFailures(report)
+        return self.failures
+
+    def _tolerated(self, what: str, write, step: int | None) -> bool:
+        """Run `write()`; under tolerate_write_failures an OSError is reported (once) instead of raised."""
+        if self.failures is None:
+            write()
+            return True
+        try:
+            write()
+        except OSError as e:
+            self.failures.failed(what, e, step)
+            return False
+        self.failures.succeeded(what, step)
+        return True
+
     def event(self, kind: str, step: int | None = None, **details) -> dict:
         assert kind in EVENT_KINDS, kind
         record = {"time": time.time(), "event": kind, "host": socket.gethostname(), "pid": os.getpid(),
                   "step": step, "slurm_job_id": slurm_job_id(), **details}
-        append_json_line(self.events_file, record)
+        pending = self._pending_events
+        pending.append(record)
+
+        def append():
+            append_json_lines(self.events_file, pending)
+            pending.clear()
+
+        if not self._tolerated("events", append, step):
+            del pending[:-MAX_PENDING_EVENTS]
         return record
 
     def events(self) -> list[dict]:
         return read_json_lines(self.events_file)
 
-    def log_metrics(self, record: dict) -> None:
-        append_json_line(self.metrics_file, record)
+    def write_metrics(self, records: list[dict]) -> bool:
+        """The per-epoch records, rewritten whole: a write that failed is made good by the next one."""
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+        step = records[-1].get("step") if records else None
+        return self._tolerated("metrics", lambda: write_atomic(self.metrics_file, data), step)
 
     def metrics(self) -> list[dict]:
         return read_json_lines(self.metrics_file)
 
-    def write_status(self, status: dict) -> None:
-        write_json_atomic(self.status_file, status)
+    def write_status(self, status: dict) -> bool:
+        return self._tolerated("status", lambda: write_json_atomic(self.status_file, status), status.get("step"))
 
     def read_status(self) -> dict:
         try:

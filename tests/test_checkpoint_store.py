@@ -15,6 +15,7 @@ import torch
 import jobs.files
 from jobs.checkpoint import CheckpointStore, checkpoint_name
 from jobs.errors import UserError
+from jobs.exit_codes import EXIT_WRITE_FAILED
 from jobs.files import write_atomic
 from tests.helpers_runs import (
     LONG_STEPS,
@@ -189,25 +190,30 @@ def ckpt_from(step):
 
 def test_full_disk_while_training_keeps_the_last_good_checkpoint(tmp_path, reference, monkeypatch):
     """Through launch and the Trainer: every checkpoint write from step 60 on fails with ENOSPC. Training
-    goes on with a warning and an "error" event per failure; the final save fails, so the run ends
-    failed (exit 1) with step 59 intact. With room again, resume completes bit-equal."""
+    goes on, with one warning and one "write-failed" event for all those failures; the final save fails,
+    so the run ends with one error line and exit 6, step 59 intact. With room again, resume completes
+    bit-equal."""
     path = copy_run(reference, tmp_path, cut_at=8 * STEPS_PER_EPOCH)  # step 56
     monkeypatch.setattr(jobs.files, "_write_all", enospc_after(0.5, ckpt_from(60)))
     code, out, err = resume(tmp_path)
     monkeypatch.undo()
-    assert code == 1, err
+    assert code == EXIT_WRITE_FAILED, err
     assert "Traceback" not in err
     assert max(e["step"] for e in manifest_entries(path)) == 59
     for e in manifest_entries(path):
         CheckpointStore(path).verify(e)
     assert temp_files(path) == []
     assert not list(path.glob(f"{checkpoint_name(60)}*"))
-    errors = events(path, "error")
-    assert errors and all("No space left on device" in e["message"] for e in errors[:-1])
-    assert "the previous checkpoint (step 59) is intact" in errors[0]["message"]
-    assert errors[-1]["message"] == "the final checkpoint could not be written"
-    assert "warning: checkpoint write failed: [Errno 28] No space left on device" in err
-    assert "the previous checkpoint (step 59) is intact" in err
+    (failed,) = events(path, "write-failed")  # ten failed saves, one report
+    assert failed["file"] == "checkpoint" and failed["error"] == "[Errno 28] No space left on device"
+    assert "the previous checkpoint (step 59) is intact" in failed["message"]
+    assert not events(path, "write-recovered")
+    (error,) = events(path, "error")
+    assert error["message"] == ("the final checkpoint could not be written: [Errno 28] No space left on device; "
+                                "the last committed checkpoint (step 59) is intact")
+    assert err.count("warning: checkpoint write failed: [Errno 28] No space left on device") == 1, err
+    assert err.splitlines()[-1] == f"error: {error['message']}; once the disk has room again, continue with " \
+        f"`python scripts/resume.py --run-id ref --runs-dir {tmp_path}`", err
     assert json.loads((path / "status.json").read_text())["state"] == "failed"
 
     code, out, err = resume(tmp_path)
@@ -226,25 +232,29 @@ def test_one_failed_write_does_not_cost_the_final_checkpoint(tmp_path, reference
     code, out, err = resume(tmp_path)
     monkeypatch.undo()
     assert code == 0, err
-    (error,) = events(path, "error")
-    assert error["step"] == LONG_STEPS and "No space left on device" in error["message"]
-    assert "the previous checkpoint (step 68) is intact" in error["message"]
+    (failed,) = events(path, "write-failed")
+    assert failed["step"] == LONG_STEPS and "No space left on device" in failed["message"]
+    assert "the previous checkpoint (step 68) is intact" in failed["message"]
+    (recovered,) = events(path, "write-recovered")
+    assert recovered["file"] == "checkpoint" and recovered["failures"] == 1 and recovered["step"] == LONG_STEPS
+    assert not events(path, "error")
     assert events(path, "finish") and final_digest(path) == reference.digest
     assert json.loads((path / "status.json").read_text())["state"] == "completed"
 
 
 def test_full_disk_from_the_start_of_a_new_run(tmp_path, monkeypatch):
-    """No checkpoint can be written at all: the warnings say that none is committed (not that a
-    previous one is intact), the run ends failed (exit 1), and no checkpoint or temp file is left."""
+    """No checkpoint can be written at all: the warning says that none is committed (not that a
+    previous one is intact), the run ends failed (exit 6), and no checkpoint or temp file is left."""
     monkeypatch.setattr(jobs.files, "_write_all", enospc_after(0.5, ckpt_from(0)))
     code, out, err = call("train", *SHORT, "--run-id", "full", "--runs-dir", tmp_path, "--checkpoint-every-steps", "5")
     monkeypatch.undo()
-    assert code == 1, err
+    assert code == EXIT_WRITE_FAILED, err
     path = tmp_path / "full"
     assert not list(path.glob("ckpt-step*")) and not (path / "manifest.json").exists() and temp_files(path) == []
-    messages = [e["message"] for e in events(path, "error")]
-    assert messages[0].endswith("No space left on device; no checkpoint of this run is committed yet")
-    assert "is intact" not in err
+    (failed,) = events(path, "write-failed")
+    assert failed["message"].startswith("checkpoint write failed: [Errno 28] No space left on device; "
+                                        "no checkpoint of this run is committed yet")
+    assert "is intact" not in err and "no checkpoint of this run is committed" in err.splitlines()[-1]
     assert json.loads((path / "status.json").read_text())["state"] == "failed"
 
 

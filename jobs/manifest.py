@@ -1,0 +1,41 @@
+"""Reading which checkpoints a run has committed, without torch (status, the supervisor, resume.py).
+
+`manifest.json` lists the complete checkpoints; each checkpoint also has a sidecar `<file>.json` with
+the same entry, from which a lost or corrupt manifest is rebuilt (jobs.checkpoint writes both)."""
+from pathlib import Path
+
+from jobs.files import read_json
+
+MANIFEST = "manifest.json"
+
+
+def committed_entries(directory: Path, warn=lambda message: None) -> list[dict]:
+    """Committed checkpoints, oldest first: the manifest, or the sidecars if it is unreadable."""
+    directory = Path(directory)
+    manifest_file = directory / MANIFEST
+    try:
+        manifest = read_json(manifest_file)
+        if manifest is not None:
+            return list(manifest["checkpoints"])
+    except (ValueError, KeyError, TypeError) as e:
+        warn(f"warning: {manifest_file} is corrupt ({e}); rebuilding it from the sidecar files")
+    else:
+        if not any(directory.glob("ckpt-step*.pt.json")):
+            return []
+        warn(f"warning: {manifest_file} is missing; rebuilding it from the sidecar files")
+    entries = []
+    for sidecar in sorted(directory.glob("ckpt-step*.pt.json")):
+        try:
+            entries.append(read_json(sidecar))
+        except ValueError:
+            continue
+    return sorted(entries, key=lambda e: e["step"])
+
+
+def committed_step(directory: Path) -> int | None:
+    """The step of the newest committed checkpoint; None if there is none (or the directory is unreadable)."""
+    try:
+        entries = committed_entries(directory)
+    except OSError:
+        return None
+    return max((e["step"] for e in entries), default=None)
