@@ -18,6 +18,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -49,13 +59,19 @@ def add_loop_arguments(parser: argparse.ArgumentParser, defaults: LoopConfig | N
                    help="also keep every N-th epoch's checkpoint")
     g.add_argument("--max-requeues", type=positive_int, default=d.max_requeues,
                    help="SLURM self-requeues before the job gives up")
+    g.add_argument("--max-crash-retries", type=non_negative_int, default=d.max_crash_retries,
+                   help=f"under the batch scripts: requeues after the trainer died abnormally (default "
+                        f"{d.max_crash_retries})")
+    g.add_argument("--allow-nonfinite", action="store_true", default=not d.stop_on_nonfinite,
+                   help="train on when the loss is NaN or infinite (default: stop the run as diverged, exit 4)")
 
 
 def loop_config_from_args(args: argparse.Namespace) -> LoopConfig:
     return LoopConfig(checkpoint_every_steps=args.checkpoint_every_steps,
                       checkpoint_every_seconds=args.checkpoint_every_seconds,
                       eval_every_epochs=args.eval_every_epochs, keep_last=args.keep_last,
-                      keep_every_epochs=args.keep_every_epochs, max_requeues=args.max_requeues)
+                      keep_every_epochs=args.keep_every_epochs, max_requeues=args.max_requeues,
+                      max_crash_retries=args.max_crash_retries, stop_on_nonfinite=not args.allow_nonfinite)
 
 
 def run_main(main) -> None:

@@ -1,7 +1,11 @@
-"""Exit codes of the entry points (documented in README.md)."""
+"""Exit codes of the entry points (documented in README.md). jobs.supervise retries 1, 6 and deaths by
+signal (when the run made progress); every other code is final."""
 EXIT_OK = 0          # the run finished (or was already finished)
-EXIT_FAILED = 1      # training failed (a bug, out of memory, a final checkpoint that could not be written)
+EXIT_FAILED = 1      # training failed: an unhandled error (a bug, a CUDA error)
 EXIT_BAD_INPUT = 2   # bad input; nothing was written
 EXIT_LOCKED = 3      # another live process holds the run
+EXIT_DIVERGED = 4    # a non-finite loss: stopped, no checkpoint of the diverged state; lower the lr
+EXIT_OUT_OF_MEMORY = 5  # the device ran out of memory; the last checkpoint is intact; lower the batch size
+EXIT_WRITE_FAILED = 6   # a checkpoint the run had to write (final or stop) could not be: disk full, read-only
 EXIT_STOPPED = 75    # stopped by a signal with its checkpoint saved; resume continues it (EX_TEMPFAIL)
 EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once, without a final save

@@ -1,13 +1,18 @@
 """Open a run (new or resumed), hold its lock, and drive the loop to an exit code."""
-import json
 import time
 from pathlib import Path
 
 from jobs import slurm
 from jobs.checkpoint import CheckpointStore
 from jobs.errors import UserError
-from jobs.exit_codes import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_STOPPED
-from jobs.files import write_atomic
+from jobs.exit_codes import (
+    EXIT_DIVERGED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_OUT_OF_MEMORY,
+    EXIT_STOPPED,
+    EXIT_WRITE_FAILED,
+)
 from jobs.lock import RunLock, RunLocked
 from jobs.loop import LoopConfig, Outcome, Trainer
 from jobs.progress import Reporter
@@ -83,7 +88,10 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
     if changes:
         _check_not_shorter(run, task, changes)
 
-    run.path.mkdir(parents=True, exist_ok=True)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run directory {run.path}: {e.strerror}") from None
     lock = RunLock(run.path, slurm_job_running=slurm.job_is_running)
     # Signals are caught from here on; TERM that SLURM sends after our own requeue finds the flag too.
     with StopFlag() as stop:
@@ -92,39 +100,65 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
         except RunLocked as e:
             reporter.warn(f"error: run {run_id!r}: {e}")
             return EXIT_LOCKED
+        except OSError as e:  # a read-only or vanished runs directory: the lock file cannot be opened
+            raise UserError(f"cannot lock run {run_id!r} in {run.path}: {e.strerror}") from None
         try:
-            if broken:
-                run.event("lock-broken", holder=broken, forced=force)
-                reporter.warn(f"warning: broke the lock left by pid {broken.get('pid')} on {broken.get('host')}")
             # inside SLURM, the job's parameters are recorded so that resume.py can resubmit the run
             job = job or slurm.job_record() or (frozen or {}).get("job")
             config = {"workload": workload_ref, "task": task_config, "loop": loop.to_dict(), "job": job,
                       "created": (frozen or {}).get("created", time.time())}
             if not exists or config != frozen:
-                run.create(config)
+                try:
+                    run.create(config)
+                except OSError as e:  # nothing trained yet: a clean error, the old config (if any) intact
+                    reporter.warn(f"error: cannot write {run.config_file}: {e.strerror}")
+                    return EXIT_WRITE_FAILED
+            # from here on a failed write of events, metrics or status is reported once, not fatal
+            failures = run.tolerate_write_failures(reporter.warn)
+            if lock.record_error is not None:
+                failures.failed("lock record", lock.record_error)
+            if broken:
+                run.event("lock-broken", holder=broken, forced=force)
+                reporter.warn(f"warning: broke the lock left by pid {broken.get('pid')} on {broken.get('host')}")
             outcome = _train(run, workload, task, loop, reporter, exists, changes, stop)
         finally:
             lock.release()
-        if outcome is None or outcome.finished:
-            return EXIT_OK if outcome is None or outcome.checkpoint_ok else EXIT_FAILED
-        if not outcome.checkpoint_ok:
-            return EXIT_FAILED
-        # after the lock is released: the requeued job may start before this process has exited
-        if on_stop is not None:
-            on_stop(run, outcome, stop)
-        elif not (outcome.signal == "SIGUSR2" and slurm.requeue_after_warning(run, outcome, loop.max_requeues,
-                                                                             reporter)):
-            where = f" --runs-dir {runs_dir}" if Path(runs_dir) != Path(DEFAULT_RUNS_DIR) else ""
-            reporter.message(f"stopped at step {outcome.step}, checkpoint saved; continue with "
-                             f"`python scripts/resume.py --run-id {run_id}{where}`")
-        return EXIT_STOPPED
+        return _exit_code(outcome, run, runs_dir, loop, reporter, stop, on_stop)
+
+
+def _exit_code(outcome: Outcome | None, run: RunDir, runs_dir: Path, loop: LoopConfig, reporter: Reporter,
+               stop: StopFlag, on_stop) -> int:
+    """The exit code of a training that ended (after the lock is released: a requeued job may start
+    before this process has exited); a signal-stop that was saved is requeued or its resume explained."""
+    if outcome is None or (outcome.finished and outcome.checkpoint_ok):
+        return EXIT_OK
+    where = f" --runs-dir {runs_dir}" if Path(runs_dir) != Path(DEFAULT_RUNS_DIR) else ""
+    resume = f"`python scripts/resume.py --run-id {run.run_id}{where}`"
+    if outcome.failure == "diverged":
+        reporter.warn(f"error: {outcome.message}")
+        return EXIT_DIVERGED
+    if outcome.failure == "out-of-memory":
+        reporter.warn(f"error: {outcome.message}")
+        return EXIT_OUT_OF_MEMORY
+    if not outcome.checkpoint_ok:
+        reporter.warn(f"error: {outcome.message}; once the disk has room again, continue with {resume}")
+        return EXIT_WRITE_FAILED
+    if on_stop is not None:
+        on_stop(run, outcome, stop)
+    elif not (outcome.signal == "SIGUSR2" and slurm.requeue_after_warning(run, outcome, loop.max_requeues,
+                                                                         reporter)):
+        reporter.message(f"stopped at step {outcome.step}, checkpoint saved; continue with {resume}")
+    return EXIT_STOPPED
 
 
 def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, exists: bool, changes: dict,
            stop: StopFlag) -> Outcome | None:
     """Restore the newest good checkpoint and run the loop; None if the run was already finished."""
     store = CheckpointStore(run.path, loop.keep_last, loop.keep_every_epochs, warn=reporter.warn)
-    store.remove_temp_files()
+    try:
+        store.remove_temp_files()
+    except OSError:
+        pass  # a read-only directory: leftovers stay (readers never take a temp file for a checkpoint)
 
     def fallback(entry, reason):
         run.event("fallback", entry["step"], file=entry["file"], reason=reason)
@@ -138,7 +172,7 @@ def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, ex
         restore_rng(state["rng"])  # after building the task: its construction drew from the global RNGs
         loop_state = state["loop"]
         # metrics of epochs whose checkpoint never committed are replaced by the committed history
-        write_atomic(run.metrics_file, "".join(_json_line(r) for r in loop_state["history"]).encode())
+        run.write_metrics(loop_state["history"])
     if task.step >= task.total_steps:
         final = (loop_state or {}).get("final_metrics", {})
         shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
@@ -163,6 +197,3 @@ def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, ex
         trainer.write_status("failed", error=f"{type(e).__name__}: {e}")
         raise
 
-
-def _json_line(record: dict) -> str:
-    return json.dumps(record, sort_keys=True) + "\n"

@@ -1,4 +1,5 @@
-"""The training loop around a task: checkpoint and evaluation cadence, signals, progress, status."""
+"""The training loop around a task: checkpoint and evaluation cadence, signals, progress, status, and the
+faults it survives or stops cleanly on (a full disk, a non-finite loss, running out of memory)."""
 import math
 import os
 import socket
@@ -7,12 +8,15 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from jobs.checkpoint import BackgroundWriter, CheckpointStore
+from jobs.checkpoint import BackgroundWriter, CheckpointStore, NonFiniteCheckpoint
+from jobs.memory import OUT_OF_MEMORY, out_of_memory_text
 from jobs.progress import Reporter
 from jobs.rng import capture_rng
 from jobs.run_dir import RunDir, slurm_job_id
 from jobs.signals import StopFlag
+from jobs.supervise import DEFAULT_MAX_CRASH_RETRIES, StepFile
 from jobs.task import Task
+from jobs.write_failures import describe
 
 
 @dataclass
@@ -24,6 +28,8 @@ class LoopConfig:
     keep_every_epochs: int | None = None  # also keep every N-th epoch's checkpoint
     status_every_seconds: float = 10.0
     max_requeues: int = 200  # SLURM self-requeues before giving up (see jobs.slurm)
+    max_crash_retries: int = DEFAULT_MAX_CRASH_RETRIES  # requeues after the trainer crashed (jobs.supervise)
+    stop_on_nonfinite: bool = True  # a NaN/inf loss stops the run as diverged (--allow-nonfinite: off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -36,6 +42,38 @@ class Outcome:
     signal: str | None = None
     checkpoint_ok: bool = True
     extra: dict = field(default_factory=dict)
+    failure: str | None = None  # "diverged" or "out-of-memory": the run stopped and must not be retried as is
+    message: str | None = None  # what went wrong, for the one line that jobs.launch shows
+
+
+class Diverged(Exception):
+    """A non-finite loss (or non-finite weights about to be saved) at `step`."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"non-finite {what} at step {step}")
+        self.step, self.what = step, what
+
+
+class LossWatch:
+    """The losses of the steps since the last check, left on the device: checked with one sync where the
+    loop syncs anyway (the progress display, an epoch end, before a save), never every step."""
+
+    def __init__(self):
+        self.unchecked: list[tuple[int, torch.Tensor]] = []
+
+    def add(self, step: int, loss) -> None:
+        loss = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+        self.unchecked.append((step, loss))
+
+    def first_nonfinite(self) -> int | None:
+        if not self.unchecked:
+            return None
+        device = self.unchecked[0][1].device
+        losses = torch.stack([loss.float().reshape(()).to(device) for _, loss in self.unchecked])
+        finite = torch.isfinite(losses).tolist()
+        steps = [step for step, _ in self.unchecked]
+        self.unchecked.clear()
+        return next((step for step, ok in zip(steps, finite, strict=True) if not ok), None)
 
 
 class Trainer:
@@ -45,10 +83,15 @@ class Trainer:
                  reporter: Reporter, primary_metric: str, loop_state: dict | None = None, restarts: int = 0):
         self.task, self.run, self.store, self.loop = task, run, store, loop
         self.stop, self.reporter, self.primary_metric = stop, reporter, primary_metric
+        self.failures = run.failures or run.tolerate_write_failures(reporter.warn)
+        store.refuse_nonfinite = loop.stop_on_nonfinite
         self.writer = BackgroundWriter(store)
         self.state = loop_state or {"history": [], "best_metric": None, "train_seconds": 0.0}
         self.restarts = restarts
         self.last_checkpoint = {"step": None, "time": None}
+        self.last_write_error: BaseException | None = None
+        self.losses = LossWatch() if loop.stop_on_nonfinite else None
+        self.step_file = StepFile.from_environment()
         self.started = time.time()
         self.images_per_sec = None
 
@@ -65,9 +108,20 @@ class Trainer:
         return {"format": 1, "step": self.task.step, "epoch": self.task.step / self.task.steps_per_epoch,
                 "task": self.task.state_dict(), "rng": capture_rng(), "loop": self.state}
 
+    def _check_finite(self) -> None:
+        """Raise Diverged if a loss since the last check was NaN or infinite (one device sync)."""
+        if self.losses is not None:
+            bad = self.losses.first_nonfinite()
+            if bad is not None:
+                raise Diverged(bad, "loss")
+
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, *, epoch_end=False, final=False, metric=None, wait=False) -> bool:
-        """Snapshot now, write in the background; with wait=True return whether the write succeeded."""
+        """Snapshot now, write in the background; with wait=True return whether the write succeeded.
+
+        Never saves a state whose losses were non-finite: the check comes first (DESIGN: no checkpoint
+        of a diverged run), and the writer refuses non-finite weights too."""
+        self._check_finite()
         ok = self.finish_write(block=True)
         self.writer.submit(self.checkpoint_state(), step=self.task.step,
                            epoch=self.task.step / self.task.steps_per_epoch,
@@ -78,19 +132,24 @@ class Trainer:
         return ok
 
     def finish_write(self, block: bool) -> bool:
+        """Collect the background write: False if it failed (reported once per kind of failure)."""
         if block:
             self.writer.wait()
         entry, error = self.writer.collect()
+        if isinstance(error, NonFiniteCheckpoint):
+            raise Diverged(error.step, "weights")
         if error is not None:
+            self.last_write_error = error
             last = self.last_checkpoint["step"]
-            # with no committed checkpoint yet, "the previous checkpoint  is intact" claimed one that isn't there
             kept = (f"the previous checkpoint (step {last}) is intact" if last is not None
                     else "no checkpoint of this run is committed yet")
-            message = f"checkpoint write failed: {error}; {kept}"
-            self.run.event("error", self.task.step, message=message)
-            self.reporter.warn(f"warning: {message}")
+            self.failures.failed("checkpoint", error, self.task.step,
+                                 f"checkpoint write failed: {describe(error)}; {kept}; training goes on and "
+                                 "tries again at the next save")
             return False
         if entry is not None:
+            self.last_write_error = None
+            self.failures.succeeded("checkpoint", entry["step"])
             self.last_checkpoint = {"step": entry["step"], "time": entry["time"]}
             self.run.event("checkpoint", entry["step"], file=entry["file"], size=entry["size"],
                            seconds=round(entry["seconds"], 4), final=entry["final"])
@@ -125,10 +184,19 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def run_to_end(self) -> Outcome:
-        task, spe = self.task, self.task.steps_per_epoch
-        self._last_save = (time.monotonic(), task.step)
+        self._last_save = (time.monotonic(), self.task.step)
         self._batch_images = 0
+        self.step_file.write(self.task.step)
         self.write_status("running")
+        try:
+            return self._train()
+        except Diverged as diverged:
+            return self._diverged(diverged)
+        except OUT_OF_MEMORY as error:
+            return self._out_of_memory(error)
+
+    def _train(self) -> Outcome:
+        task, spe = self.task, self.task.steps_per_epoch
         window = self._new_window()
         if task.step % spe:
             self.reporter.start_epoch(self.epoch + 1, self.epochs, task.step % spe, spe)
@@ -137,6 +205,9 @@ class Trainer:
                 window = self._new_window()
                 self.reporter.start_epoch(self.epoch + 1, self.epochs, 0, spe)
             out = task.train_step()
+            self.step_file.write(task.step)
+            if self.losses is not None:
+                self.losses.add(task.step, out["loss"])
             self._accumulate(window, out)
             self.finish_write(block=False)
             if task.step % spe == 0:
@@ -166,6 +237,7 @@ class Trainer:
         now = time.perf_counter()
         if now - window["shown"] >= 0.5:
             window["shown"] = now
+            self._check_finite()  # the display syncs anyway
             loss, acc = self._window_means(window)
             rate = window["images"] / max(now - window["start"], 1e-9)
             self.images_per_sec = rate
@@ -180,6 +252,7 @@ class Trainer:
         return float(window["loss"]) / n, float(window["correct"]) / n
 
     def _end_epoch(self, window: dict) -> None:
+        self._check_finite()  # before evaluating: at most one epoch passes after a first non-finite loss
         seconds = time.perf_counter() - window["start"]
         self.state["train_seconds"] += seconds
         loss, acc = self._window_means(window)
@@ -196,13 +269,19 @@ class Trainer:
             if metric is not None and (self.state["best_metric"] is None or metric > self.state["best_metric"]):
                 self.state["best_metric"] = metric
         self.state["history"].append(record)
-        self.run.log_metrics(record)
+        self.run.write_metrics(self.state["history"])
         shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in record.items() if k not in ("time", "epoch", "step"))
         self.reporter.end_epoch(f"epoch {self.epoch}/{self.epochs} step {self.task.step} {shown}")
         if self.task.step < self.task.total_steps:  # the last epoch is saved as the final checkpoint
             self.save(epoch_end=True, metric=metric)
         self.write_status("running")
+
+    def _not_saved(self) -> str:
+        last = self.last_checkpoint["step"]
+        kept = f"the last committed checkpoint (step {last}) is intact" if last is not None else \
+            "no checkpoint of this run is committed"
+        return f"{describe(self.last_write_error) if self.last_write_error else 'write failed'}; {kept}"
 
     def _stop(self) -> Outcome:
         signal_name = self.stop.first
@@ -211,7 +290,8 @@ class Trainer:
         ok = self._save_if_needed()
         self.write_status("stopped", stop_signal=signal_name)
         self.run.event("stop", self.task.step, signal=signal_name, checkpoint_ok=ok)
-        return Outcome(finished=False, step=self.task.step, signal=signal_name, checkpoint_ok=ok)
+        message = None if ok else f"stopped at step {self.task.step} without its checkpoint: {self._not_saved()}"
+        return Outcome(finished=False, step=self.task.step, signal=signal_name, checkpoint_ok=ok, message=message)
 
     def _save_if_needed(self) -> bool:
         ok = self.finish_write(block=True)
@@ -220,20 +300,60 @@ class Trainer:
         return self.save(wait=True)
 
     def _finish(self) -> Outcome:
+        self._check_finite()
         final = self.task.final_metrics()
         self.state["final_metrics"] = final
         history = self.state["history"]
-        # An earlier write that failed is reported here (event + warning), but it must not keep the final
-        # checkpoint from being written: `finish_write() and save()` skipped the final save, and a run that
-        # had finished ended "failed" (exit 1) although the disk had room again.
+        # An earlier write that failed is reported here, but it must not keep the final checkpoint from
+        # being written: the disk may have room again.
         self.finish_write(block=True)
         ok = self.save(epoch_end=True, final=True,
                        metric=history[-1].get(self.primary_metric) if history else None, wait=True)
-        self.write_status("completed" if ok else "failed", **final)
+        message = None if ok else f"the final checkpoint could not be written: {self._not_saved()}"
+        self.write_status("completed" if ok else "failed", **final, **({"error": message} if message else {}))
         self.run.event("finish" if ok else "error", self.task.step, **final,
-                       **({} if ok else {"message": "the final checkpoint could not be written"}))
+                       **({"message": message} if message else {}))
+        if not ok:
+            return Outcome(finished=True, step=self.task.step, checkpoint_ok=False, extra=final, message=message)
         shown = " ".join(f"{k} {100 * v:.2f}%" if "accuracy" in k else f"{k} {v:.4f}" for k, v in final.items())
         best = self.state["best_metric"]
         best_text = f", best {self.primary_metric} {100 * best:.2f}%" if best is not None else ""
         self.reporter.message(f"finished run {self.run.run_id}: step {self.task.step}{best_text}, {shown}")
-        return Outcome(finished=True, step=self.task.step, checkpoint_ok=ok, extra=final)
+        return Outcome(finished=True, step=self.task.step, extra=final)
+
+    # -- stops that must not be retried as they are ---------------------------------------------
+    def _collect_quietly(self) -> None:
+        """Let an in-flight write finish and commit (its state was checked finite when it was taken)."""
+        self.reporter.close()
+        self.writer.wait()
+        try:
+            self.finish_write(block=False)
+        except Diverged:
+            pass  # the writer refused non-finite weights: nothing was committed
+
+    def _diverged(self, diverged: Diverged) -> Outcome:
+        self._collect_quietly()
+        last = self.last_checkpoint["step"]
+        where = f"the last checkpoint (step {last}) has finite weights" if last is not None else \
+            "no checkpoint of this run was committed"
+        hint = "lower the learning rate or add warm-up, and start a new run (or pass --allow-nonfinite to train on)"
+        message = f"diverged: {diverged} (stopped at step {self.task.step}); {where}; {hint}"
+        self.run.event("diverged", self.task.step, first_nonfinite_step=diverged.step, what=diverged.what,
+                       last_checkpoint_step=last, message=message)
+        self.write_status("failed", error=f"diverged: {diverged}", hint=f"{where}; {hint}")
+        return Outcome(finished=False, step=self.task.step, checkpoint_ok=False, failure="diverged", message=message)
+
+    def _out_of_memory(self, error: BaseException) -> Outcome:
+        step = self.task.step  # the step that ran out is step + 1; it changed nothing that is saved
+        batch = getattr(self.task, "batch_size", None) or self._batch_images or "?"
+        self._collect_quietly()
+        last = self.last_checkpoint["step"]
+        kept = f"the last committed checkpoint (step {last}) is intact" if last is not None else \
+            "no checkpoint of this run was committed"
+        message = (f"out of memory in step {step + 1} with batch size {batch}: {out_of_memory_text(error)}; "
+                   f"lower the batch size or use a device with more memory; {kept}")
+        self.run.event("error", step, message=message, kind="out-of-memory")
+        self.write_status("failed", error=message,
+                          hint=f"{kept}; resume it where the device has more memory, or start a new run with a "
+                               "smaller batch size")
+        return Outcome(finished=False, step=step, checkpoint_ok=False, failure="out-of-memory", message=message)

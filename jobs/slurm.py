@@ -43,6 +43,14 @@ def job_is_running(job_id: str) -> bool | None:
                                                                       "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
+def requeue_job(job: str) -> str | None:
+    """`scontrol requeue JOB`: None if SLURM took it, else why not."""
+    done = _run(["scontrol", "requeue", job])
+    if done is not None and done.returncode == 0:
+        return None
+    return f"scontrol requeue {job} failed: " + (done.stderr.strip() if done is not None else "timed out")
+
+
 def requeue_after_warning(run: RunDir, outcome, max_requeues: int, reporter) -> bool:
     """After a USR2 (time-limit warning) stop was saved: ask SLURM to requeue this job.
 
@@ -58,12 +66,11 @@ def requeue_after_warning(run: RunDir, outcome, max_requeues: int, reporter) -> 
     elif requeues and requeues[-1].get("step") == outcome.step:
         reason = f"no progress since the previous requeue (still at step {outcome.step})"
     if reason is None:
-        done = _run(["scontrol", "requeue", job])
-        if done is not None and done.returncode == 0:
+        reason = requeue_job(job)
+        if reason is None:
             run.event("requeue", outcome.step, signal=outcome.signal)
             reporter.message(f"requeued SLURM job {job}; it continues from step {outcome.step}")
             return True
-        reason = f"scontrol requeue {job} failed: " + (done.stderr.strip() if done is not None else "timed out")
     run.event("error", outcome.step, message=f"not requeued: {reason}")
     reporter.warn(f"warning: not requeued: {reason}")  # the caller then says how to continue
     return False

@@ -30,8 +30,8 @@ def run_state(status: dict, slurm_info: dict | None, now: float) -> tuple[str, s
     resume_hint = "resume with: python scripts/resume.py --run-id {run_id}"
     if state is None:
         return ("queued", None) if slurm_state in QUEUED_SLURM_STATES else ("new", resume_hint)
-    if state in ("completed", "failed"):
-        return state, None if state == "completed" else resume_hint
+    if state in ("completed", "failed"):  # a failed run's own hint (diverged, out of memory) comes first
+        return state, None if state == "completed" else status.get("hint") or resume_hint
     if state == "stopped":
         if slurm_state in ACTIVE_SLURM_STATES:
             return ("queued" if slurm_state in QUEUED_SLURM_STATES else "running"), None

@@ -61,7 +61,7 @@ class ResNetTask:
             torch.backends.cudnn.benchmark = False
             torch.use_deterministic_algorithms(True)
         train, self.val_set, self.test_set = load_data(config)
-        batch = config["batch_size"]
+        batch = self.batch_size = config["batch_size"]
         if len(train) < batch:
             raise UserError(f"batch size {batch} is larger than the {len(train)} training images")
         self.mean, self.std = (t.to(self.device) for t in channel_stats(train.images))

@@ -35,8 +35,10 @@ def resubmit(args, run: RunDir) -> int:
         command += ["--epochs", str(args.epochs)]
     if args.force:
         command.append("--force")
-    # exec: the trainer becomes the batch shell, so it receives the B:USR2 warning itself
-    job_id = slurm.resubmit(job, "exec " + shlex.join(command))
+    # exec: the supervisor becomes the batch shell, so it receives the B:USR2 warning and forwards it to
+    # the trainer, and it requeues the job if the trainer dies abnormally (slurm/exec_train.sh does the same)
+    supervisor = [sys.executable, "-m", "jobs.supervise", "--"]
+    job_id = slurm.resubmit(job, "exec " + shlex.join(supervisor + command))
     print(f"resubmitted run {run.run_id} as SLURM job {job_id} (was {job['slurm_job_id']}); "
           f"watch it with: python scripts/status.py --run-id {run.run_id} --runs-dir {args.runs_dir}")
     return 0

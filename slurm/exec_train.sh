@@ -1,6 +1,8 @@
 #!/bin/bash
-# The common tail of the batch scripts. `exec` all the way down: the trainer *is* the batch shell,
-# so it receives SLURM's B:USR2 warning itself (a shell in between would hold it until its child exits).
+# The common tail of the batch scripts. `exec` all the way down to the supervisor (jobs/supervise.py),
+# which *is* then the batch shell: it receives SLURM's B:USR2 warning and forwards it (and TERM) to the
+# trainer at once, and requeues the job when the trainer dies abnormally after making progress (the OOM
+# killer's SIGKILL, a segfault, a CUDA error), up to --max-crash-retries times.
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$PWD}"
 # The run id is stable across requeues: it comes from the job id (kept by `scontrol requeue`) unless given.
@@ -9,4 +11,5 @@ data=(--data-dir "${DATA_DIR:-data/cifar-10-batches-py}")
 for arg in "$@"; do
   case "$arg" in --synthetic*|--data-dir*) data=() ;; esac  # the caller chose the data
 done
-exec "${PYTHON:-python3}" scripts/train.py "${data[@]}" --run-id "$run_id" --resume-if-exists "$@"
+python=${PYTHON:-python3}
+exec "$python" -m jobs.supervise -- "$python" scripts/train.py "${data[@]}" --run-id "$run_id" --resume-if-exists "$@"

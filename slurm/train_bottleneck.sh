@@ -15,7 +15,8 @@
 ##SBATCH --account=my-project
 
 # A USR2 that comes while the job starts up (preemption sends it at once) would kill this shell, and a
-# job killed by a signal before SLURM requeues it ends FAILED. Ignored until the trainer installs its
-# handler (the ignore survives exec); a preempted job still gets SIGTERM, on which the trainer saves.
+# job killed by a signal before SLURM requeues it ends FAILED. Ignored until the supervisor and then the
+# trainer install their handlers (the ignore survives exec); a preempted job still gets SIGTERM, on which
+# the trainer saves.
 trap '' USR2
 exec slurm/exec_train.sh --block bottleneck --size 5 "$@"

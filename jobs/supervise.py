@@ -1,0 +1,205 @@
+"""The batch job's supervisor: runs the trainer as its child, forwards SLURM's signals to it, and
+requeues the job once the trainer dies abnormally after making progress.
+
+    python -m jobs.supervise -- python scripts/train.py ... --run-id ID [--runs-dir DIR]
+
+Exec'd by the batch scripts, the supervisor *is* the batch shell: SLURM's `B:USR2` warning reaches it,
+and it forwards USR2, TERM and INT to the trainer at once. A trainer killed outright (the OOM killer's
+SIGKILL, a segfault) or failing with an unhandled error (a CUDA error) is retried, by requeuing the job,
+only when all of these hold:
+- it died by a signal, or exited 1 (an unhandled error) or 6 (its checkpoint could not be written);
+  0, 2 (bad input), 3 (locked), 4 (diverged), 5 (out of memory), 75 (signal-stop, saved) are final;
+- the run committed a checkpoint newer than the step this trainer started from (it made progress);
+- no earlier crash of the run happened at the same step (a crash that repeats itself);
+- fewer than `max_crash_retries` crashes were retried (the run's loop config, --max-crash-retries);
+- no TERM reached the job (SLURM is cancelling or preempting it, and decides itself);
+- it runs inside a SLURM job.
+Every crash is recorded as a `crash` event: exit status, step, and whether it was requeued and why (not).
+
+It imports no torch: it is up in a few tens of milliseconds. The trainer tells it how far it got through a
+step file (JOBS_STEP_FILE), rewritten in place after every step, which survives the trainer's SIGKILL.
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from jobs import slurm
+from jobs.exit_codes import EXIT_FAILED, EXIT_WRITE_FAILED
+from jobs.files import read_json
+from jobs.manifest import committed_step
+from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, slurm_job_id
+
+STEP_FILE_ENV = "JOBS_STEP_FILE"
+DEFAULT_MAX_CRASH_RETRIES = 3
+RETRIED_EXIT_CODES = {EXIT_FAILED, EXIT_WRITE_FAILED}  # besides a death by signal
+FORWARDED = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+
+
+class StepFile:
+    """The trainer's side: "<step it started from> <steps done>", one pwrite per step (no fsync: a
+    killed process's writes stay in the page cache, which is all the supervisor on this node reads)."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd
+        self.start: int | None = None
+
+    @classmethod
+    def from_environment(cls) -> "StepFile":
+        path = os.environ.get(STEP_FILE_ENV)
+        try:
+            return cls(os.open(path, os.O_WRONLY) if path else None)
+        except OSError:
+            return cls(None)
+
+    def write(self, step: int) -> None:
+        if self.fd is None:
+            return
+        if self.start is None:
+            self.start = step
+        try:
+            os.pwrite(self.fd, f"{self.start:>20} {step:>20}\n".encode(), 0)
+        except OSError:
+            self.fd = None
+
+
+def read_step_file(path: str) -> tuple[int | None, int | None]:
+    """(step the trainer started from, steps done) or (None, None) if it never got to train."""
+    try:
+        start, step = Path(path).read_text().split()
+        return int(start), int(step)
+    except (OSError, ValueError):
+        return None, None
+
+
+def run_of(command: list[str]) -> RunDir | None:
+    """The run a trainer command works on, from its --run-id and --runs-dir (the jobs.cli flags)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--run-id")
+    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR)
+    known, _ = parser.parse_known_args(command[1:])
+    try:
+        return RunDir(Path(known.runs_dir), known.run_id) if known.run_id else None
+    except Exception:  # a bad run id: the trainer itself says so (exit 2)
+        return None
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
+
+
+def crash_decision(*, returncode: int, terminating: bool, job_id: str | None, start_step: int | None,
+                   committed: int | None, crash_step: int | None, crashes: list[dict],
+                   max_retries: int) -> tuple[bool, str]:
+    """(requeue?, why): the rules of the module docstring, in order."""
+    if terminating:
+        return False, "SLURM is stopping the job (SIGTERM reached it)"
+    if not job_id:
+        return False, "not inside a SLURM job"
+    if start_step is None:
+        return False, "it died before its first step"
+    if committed is None or committed <= start_step:
+        return False, f"no progress: no checkpoint committed since it started at step {start_step}"
+    if crash_step is not None and any(c.get("step") == crash_step for c in crashes):
+        return False, f"it crashed at step {crash_step} before"
+    retried = sum(1 for c in crashes if c.get("requeued"))
+    if retried >= max_retries:
+        return False, f"crash retry cap reached ({retried} of --max-crash-retries {max_retries})"
+    return True, f"crash retry {retried + 1} of {max_retries}"
+
+
+class Supervisor:
+    def __init__(self, command: list[str]):
+        self.command = command
+        self.child: subprocess.Popen | None = None
+        self.received: list[int] = []
+
+    def _forward(self, signum, frame) -> None:
+        self.received.append(signum)
+        if self.child is not None and self.child.returncode is None:
+            try:
+                os.kill(self.child.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> int:
+        for sig in FORWARDED:
+            signal.signal(sig, self._forward)
+        fd, step_path = tempfile.mkstemp(prefix="jobs-steps-")
+        os.close(fd)
+        try:
+            # USR2 stays ignored in the trainer until its own handler is in (SIG_IGN survives exec): a
+            # warning forwarded while it imports torch must not kill it with USR2's default action.
+            try:
+                self.child = subprocess.Popen(self.command, env=dict(os.environ, **{STEP_FILE_ENV: step_path}),
+                                              preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
+            except OSError as e:
+                print(f"supervise: cannot start {self.command[0]}: {e}", file=sys.stderr)
+                return 127
+            for signum in self.received:  # arrived before the trainer existed
+                os.kill(self.child.pid, signum)
+            returncode = self.child.wait()
+            start_step, crash_step = read_step_file(step_path)
+        finally:
+            os.unlink(step_path)
+        if returncode >= 0 and returncode not in RETRIED_EXIT_CODES:
+            return returncode
+        return self._crashed(returncode, start_step, crash_step)
+
+    def _crashed(self, returncode: int, start_step: int | None, crash_step: int | None) -> int:
+        exit_code = 128 - returncode if returncode < 0 else returncode  # like a shell: 137 for SIGKILL
+        what = describe_exit(returncode)
+        run = run_of(self.command)
+        if run is None:
+            print(f"supervise: the trainer ended ({what}); no --run-id in its command, so no retry", file=sys.stderr)
+            return exit_code
+        run.tolerate_write_failures(lambda text: print(text, file=sys.stderr, flush=True))
+        config = read_json_quietly(run.config_file)
+        max_retries = (config.get("loop") or {}).get("max_crash_retries", DEFAULT_MAX_CRASH_RETRIES)
+        committed = committed_step(run.path)
+        job = slurm_job_id()
+        requeue, reason = crash_decision(
+            returncode=returncode, terminating=signal.SIGTERM in self.received, job_id=job, start_step=start_step,
+            committed=committed, crash_step=crash_step, crashes=[e for e in run.events() if e["event"] == "crash"],
+            max_retries=max_retries)
+        if requeue:
+            failed = slurm.requeue_job(job)
+            if failed:
+                requeue, reason = False, failed
+        step_text = f"in step {crash_step + 1}" if crash_step is not None else "before its first step"
+        run.event("crash", crash_step, exit_status=what, exit_code=exit_code, start_step=start_step,
+                  committed_step=committed, requeued=requeue, reason=reason)
+        if requeue:
+            run.event("requeue", committed, via="crash")
+            print(f"supervise: the trainer of run {run.run_id} died {step_text} ({what}); requeued SLURM job {job} "
+                  f"({reason}); it continues from step {committed}", file=sys.stderr, flush=True)
+        else:
+            print(f"supervise: the trainer of run {run.run_id} died {step_text} ({what}); not requeued: {reason}; "
+                  f"continue with `python scripts/resume.py --run-id {run.run_id}`", file=sys.stderr, flush=True)
+        return exit_code
+
+
+def read_json_quietly(path: Path) -> dict:
+    try:
+        return read_json(path) or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = list(sys.argv[1:] if argv is None else argv)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        print("usage: python -m jobs.supervise -- TRAINER COMMAND ...", file=sys.stderr)
+        return 2
+    return Supervisor(command).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
