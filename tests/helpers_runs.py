@@ -44,6 +44,7 @@ SHORT_STEPS = 2 * STEPS_PER_EPOCH
 # every step checkpointed, every epoch end kept: a copy of the reference can be cut back to any epoch
 LOOP = ["--checkpoint-every-steps", "1", "--keep-every-epochs", "1"]
 SLOW_ENV = "JOBS_TEST_SLOW_WRITE_SECONDS"
+STEP_ENV = "JOBS_STEP_FILE"  # set by a supervisor (jobs.supervise) for its trainer
 
 # scratch of this test process: the squeue stub and the subprocesses' output files; removed at exit
 _SCRATCH = Path(tempfile.mkdtemp(prefix="jobs-tests-"))
@@ -65,7 +66,7 @@ def stub_bin_dir() -> Path:
 
 def clean_env(slow: float | None = None, **extra: str) -> dict:
     """os.environ without SLURM_* (a test run inside a SLURM job must not record or resubmit that job)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k != SLOW_ENV}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in (SLOW_ENV, STEP_ENV)}
     env["PATH"] = f"{stub_bin_dir()}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     # One intra-op thread, here and in-process (see `hermetic`): bit-exactness holds for a fixed thread
@@ -150,12 +151,17 @@ def _output_files(script: str) -> tuple[Path, Path]:
     return Path(out.name), Path(err.name)
 
 
-def start(script: str, *args: str, slow: float | None = None) -> Proc:
-    """Start `python scripts/<script> ARGS` (a cold start) in the background; output goes to files."""
+def start(script: str, *args: str, slow: float | None = None, supervised: bool = False) -> Proc:
+    """Start `python scripts/<script> ARGS` (a cold start) in the background; output goes to files.
+    supervised: as the batch scripts run it, `trap '' USR2; exec python -m jobs.supervise -- python ...` (the
+    Proc is then the supervisor, the trainer its child)."""
     out_path, err_path = _output_files(script)
+    command = [PYTHON, str(SCRIPTS / script), *map(str, args)]
+    if supervised:
+        command = ["bash", "-c", "trap '' USR2; exec \"$@\"", "bash", PYTHON, "-m", "jobs.supervise", "--", *command]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        popen = subprocess.Popen([PYTHON, str(SCRIPTS / script), *map(str, args)], cwd=REPO, env=clean_env(slow),
-                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        popen = subprocess.Popen(command, cwd=REPO, env=clean_env(slow), stdout=out, stderr=err,
+                                 stdin=subprocess.DEVNULL)
     return Proc(popen.pid, out_path, err_path, popen=popen)
 
 
@@ -253,11 +259,11 @@ def zygote() -> Zygote:
     return _ZYGOTE
 
 
-def spawn(script: str, *args: str, slow: float | None = None) -> Proc:
-    """Like start(), but forked from the zygote: running within milliseconds."""
+def spawn(script: str, *args: str, slow: float | None = None, env: dict | None = None) -> Proc:
+    """Like start(), but forked from the zygote: running within milliseconds. `env`: extra variables."""
     out_path, err_path = _output_files(script)
     z = zygote()
-    pid = z.ask({"argv": [str(SCRIPTS / script), *map(str, args)], "env": clean_env(slow),
+    pid = z.ask({"argv": [str(SCRIPTS / script), *map(str, args)], "env": clean_env(slow, **(env or {})),
                  "out": str(out_path), "err": str(err_path)})
     return Proc(pid, out_path, err_path, zygote=z)
 
