@@ -11,8 +11,10 @@ Three phases, each a module fixture that starts its scenarios at once and waits 
   time limit      `sbatch --time=1 slurm/train_standard.sh` and `scripts/submit.py --time 1`
                   (submitit, srun), each requeued by its own USR2 handler until the run is done;
                   status.py and resume.py are checked against the sbatch job while it runs;
-  stops           plain scancel + resume.py, SIGKILL + resume.py, and the requeue cap (--max-requeues 1,
-                  USR2 sent by hand), which also checks status.py and resume.py against a held (PENDING) job.
+  stops           plain scancel + resume.py; a trainer SIGKILLed inside its job (the supervisor requeues
+                  it), and killed twice under --max-crash-retries 1 (the second time it is not); a run
+                  that diverges (not requeued); and the requeue cap (--max-requeues 1, USR2 sent by hand),
+                  which also checks status.py and resume.py against a held (PENDING) job.
 The two local reference runs (one per config) are started once, in the background, at the start.
 About 3.5 minutes in all on an idle 2-CPU machine (5 under heavy CPU load).
 
@@ -67,7 +69,7 @@ SHORT_K = 5
 SHORT = COMMON + ["--synthetic", "600", "--epochs", "8", "--checkpoint-every-steps", str(SHORT_K)]
 SHORT_STEPS = 128
 CONFIGS = {"long": LONG, "short": SHORT}
-USR2 = "B:USR2@20"  # the tests' SBATCH_SIGNAL: the trainer is the batch shell (exec)
+USR2 = "B:USR2@20"  # the tests' SBATCH_SIGNAL: the supervisor is the batch shell and forwards it
 JOB_TIMEOUT = 420  # seconds for one scenario's jobs; a healthy run takes 30-150 s
 
 SUBMITTED: list[int] = []  # every job these tests submit, cancelled at module teardown
@@ -268,7 +270,7 @@ def refs(slurm_env, tmp_path_factory, request):
     selected = {item.name for item in request.session.items}
     if selected & {"test_preemption_requeues_and_loses_no_step", "test_preemption_during_start_up_is_not_fatal",
                    "test_scancel_then_resume_py",
-                   "test_sigkill_then_resume_py"}:
+                   "test_sigkill_of_the_trainer_is_retried_by_a_requeue"}:
         references.start("short")
     if selected & {"test_sbatch_job_requeues_itself_to_the_end", "test_submitit_job_requeues_itself_to_the_end"}:
         references.start("long")
@@ -462,7 +464,23 @@ def newest_checkpoint_on_disk(run_dir: Path) -> int | None:
     return on_disk if committed and committed[-1]["step"] == on_disk else None
 
 
+def freeze_between_writes(run_dir: Path, pid: int) -> int:
+    """SIGSTOP the trainer at a moment when no checkpoint write is under way; the newest committed step.
+    The step it is at is then bounded: at most K steps past that checkpoint (a save is due every K)."""
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T", 5,
+                 interval=0.01, what="the trainer to stop")
+        newest = newest_checkpoint_on_disk(run_dir)
+        if newest is not None:
+            return newest
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("never caught the trainer between two checkpoint writes")
+
+
 def drive_sigkill(ctx: Ctx) -> dict:
+    """SIGKILL the trainer (not the job) in mid-run, as the OOM killer does: its supervisor requeues the job."""
     t0 = time.monotonic()
     job, run_dir, output = ctx.submit_train("e2e-sigkill", 5, SHORT, ctx.sbatch_env())
     res = {"job": job, "run_dir": run_dir, "outputs": [output]}
@@ -471,27 +489,54 @@ def drive_sigkill(ctx: Ctx) -> dict:
     time.sleep(0.3)  # a few steps past that checkpoint: the kill lands inside a checkpoint interval
     pid = read_json(run_dir / "status.json")["pid"]
     res["pid"], res["lock_pid"] = pid, read_json(run_dir / "lock.json").get("pid")
-    # Freeze the trainer between two checkpoint writes, so the step it is at is bounded: the newest
-    # checkpoint on disk is at most K steps behind it (a save is due every K steps).
-    for _ in range(100):
-        os.kill(pid, signal.SIGSTOP)
-        wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T", 5,
-                 interval=0.01, what="the trainer to stop")
-        newest = newest_checkpoint_on_disk(run_dir)
-        if newest is not None:
-            break
-        os.kill(pid, signal.SIGCONT)
-        time.sleep(0.05)
-    else:
-        raise AssertionError("never caught the trainer between two checkpoint writes")
+    newest = freeze_between_writes(run_dir, pid)
     res["kill_step_max"] = newest + SHORT_K
     res["kill_step_min"] = max(e["step"] for e in kinds(run_dir, "checkpoint"))
     os.kill(pid, signal.SIGKILL)
-    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=60)
+    wait_for(lambda: kinds(run_dir, "crash"), 60, what="the crash event")
+    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
+    res["wall"] = time.monotonic() - t0
+    res["final"] = status_json(ctx.runs, run_dir.name, ctx.env)
+    return res
+
+
+def kill_trainer_after_progress(run_dir: Path, after_step: int) -> dict:
+    """SIGKILL the trainer once it has committed a checkpoint past `after_step`; its resume/start event."""
+    def progressed():
+        started = kinds(run_dir, "start", "resume")
+        return started and [e for e in kinds(run_dir, "checkpoint")
+                            if e["pid"] == started[-1]["pid"] and e["step"] > after_step]
+    wait_for(progressed, 180, what=f"a checkpoint past step {after_step}")
+    started = kinds(run_dir, "start", "resume")[-1]
+    os.kill(started["pid"], signal.SIGKILL)
+    return started
+
+
+def drive_crash_cap(ctx: Ctx) -> dict:
+    """--max-crash-retries 1: the first crash is retried, the second (after progress) is not."""
+    t0 = time.monotonic()
+    job, run_dir, output = ctx.submit_train("e2e-crashcap", 5, SHORT + ["--max-crash-retries", "1"],
+                                            ctx.sbatch_env())
+    res = {"job": job, "run_dir": run_dir, "outputs": [output]}
+    kill_trainer_after_progress(run_dir, 0)
+    wait_for(lambda: kinds(run_dir, "resume"), 120, what="the rerun after the first crash")
+    kill_trainer_after_progress(run_dir, kinds(run_dir, "resume")[-1]["step"])
+    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
     wait_for(lambda: gone(job, ctx.env), 60, what=f"job {job} to end")
-    res["stopped"] = status_json(ctx.runs, run_dir.name, ctx.env)
-    res["new_job"] = resubmitted_job(resume(ctx.runs, run_dir.name, ctx.env))
-    res["new_info"] = wait_job_state(res["new_job"], TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
+    res["wall"] = time.monotonic() - t0
+    res["final"] = status_json(ctx.runs, run_dir.name, ctx.env)
+    return res
+
+
+def drive_diverged(ctx: Ctx) -> dict:
+    """--lr 1000: the run diverges in its first epoch; the job must end, not requeue itself."""
+    t0 = time.monotonic()
+    job, run_dir, output = ctx.submit_train("e2e-diverged", 5, SHORT + ["--lr", "1000"], ctx.sbatch_env())
+    res = {"job": job, "run_dir": run_dir, "outputs": [output]}
+    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
+    wait_for(lambda: gone(job, ctx.env), 60, what=f"job {job} to end")
+    time.sleep(3)  # a requeue, were there one, would show by now
+    res["info"] = job_info(job, ctx.env)
     res["wall"] = time.monotonic() - t0
     res["final"] = status_json(ctx.runs, run_dir.name, ctx.env)
     return res
@@ -526,7 +571,8 @@ def drive_requeue_cap(ctx: Ctx) -> dict:
 
 @pytest.fixture(scope="module")
 def stops_phase(ctx, refs):
-    return run_phase({"scancel": drive_scancel, "sigkill": drive_sigkill, "cap": drive_requeue_cap}, ctx)
+    return run_phase({"scancel": drive_scancel, "sigkill": drive_sigkill, "cap": drive_requeue_cap,
+                      "crash-cap": drive_crash_cap, "diverged": drive_diverged}, ctx)
 
 
 def test_scancel_then_resume_py(stops_phase, refs):
@@ -553,26 +599,58 @@ def test_scancel_then_resume_py(stops_phase, refs):
     assert final["model_digest"] == refs.get("short")["digest"], why
 
 
-def test_sigkill_then_resume_py(stops_phase, refs):
+def test_sigkill_of_the_trainer_is_retried_by_a_requeue(stops_phase, refs):
     res = stops_phase["sigkill"].result()
     events = read_events(res["run_dir"])
     resumes = [e for e in events if e["event"] == "resume"]
     lost_max = res["kill_step_max"] - resumes[0]["step"] if resumes else None
-    report("SIGKILL + resume.py", res, jobs=f"{res['job']}->{res['new_job']}",
+    report("trainer SIGKILLed in its job, requeued by the supervisor", res,
            kill_step=f"{res['kill_step_min']}..{res['kill_step_max']}",
            resumed_at=resumes[0]["step"] if resumes else None, lost_steps_at_most=lost_max)
     why = explain(res)
     assert res["pid"] == res["lock_pid"], "status.json and lock.json name different processes"
-    assert res["info"]["JobState"] == "FAILED" and res["info"]["ExitCode"] == "0:9", brief(res["info"])
+    assert res["info"]["JobState"] == "COMPLETED" and res["info"]["Restarts"] == "1", brief(res["info"]) + why
     assert not [e for e in events if e["event"] in ("signal", "stop")], why  # no warning, no final save
-    stopped = res["stopped"]
-    assert stopped["state"] == "stopped" and "resume.py" in stopped["hint"], stopped
-    assert res["new_job"] != res["job"] and res["new_info"]["JobState"] == "COMPLETED", brief(res["new_info"]) + why
+    (crash,) = [e for e in events if e["event"] == "crash"]
+    assert crash["exit_status"] == "killed by SIGKILL" and crash["requeued"] is True, why
+    assert crash["reason"] == "crash retry 1 of 3" and crash["slurm_job_id"] == str(res["job"]), why
+    assert res["kill_step_min"] <= crash["step"] <= res["kill_step_max"], why  # where it died, exactly
+    (requeue,) = [e for e in events if e["event"] == "requeue"]
+    assert requeue["via"] == "crash" and requeue["step"] == crash["committed_step"], why
     assert [e["event"] for e in events].count("lock-broken") == 1, why  # the dead holder's record
-    assert len(resumes) == 1 and resumes[0]["step"] >= res["kill_step_max"] - SHORT_K, why  # lost <= K
+    assert len(resumes) == 1 and resumes[0]["step"] == crash["committed_step"], why
+    assert resumes[0]["step"] >= res["kill_step_max"] - SHORT_K, why  # lost <= K steps
     final = res["final"]
-    assert final["state"] == "completed" and final["step"] == SHORT_STEPS, final
+    assert final["state"] == "completed" and final["step"] == SHORT_STEPS and final["restarts"] == 1, final
     assert final["model_digest"] == refs.get("short")["digest"], why
+
+
+def test_crash_retry_cap(stops_phase):
+    res = stops_phase["crash-cap"].result()
+    events = read_events(res["run_dir"])
+    crashes = [e for e in events if e["event"] == "crash"]
+    report("crash retry cap (--max-crash-retries 1)", res, crashes=[(c["step"], c["reason"]) for c in crashes])
+    why = explain(res)
+    assert [c["requeued"] for c in crashes] == [True, False], why
+    assert crashes[1]["reason"] == "crash retry cap reached (1 of --max-crash-retries 1)", why
+    assert crashes[1]["step"] > crashes[0]["step"] and crashes[1]["committed_step"] > crashes[0]["committed_step"]
+    assert res["info"]["JobState"] == "FAILED" and res["info"]["ExitCode"] == "137:0", brief(res["info"])
+    assert res["info"]["Restarts"] == "1", brief(res["info"])
+    final = res["final"]
+    assert final["state"] == "stopped" and "resume.py" in final["hint"], final
+    assert final["last_checkpoint_step"] == crashes[1]["committed_step"], final
+
+
+def test_a_diverged_run_is_not_requeued(stops_phase):
+    res = stops_phase["diverged"].result()
+    events = read_events(res["run_dir"])
+    report("diverged (--lr 1000)", res)
+    why = explain(res)
+    assert res["info"]["JobState"] == "FAILED" and res["info"]["ExitCode"] == "4:0", brief(res["info"]) + why
+    assert res["info"]["Restarts"] == "0", brief(res["info"]) + why
+    assert [e["event"] for e in events if e["event"] in ("diverged", "crash", "requeue", "finish")] == ["diverged"]
+    final = res["final"]
+    assert final["state"] == "failed" and "lower the learning rate" in final["hint"], final
 
 
 def test_resume_py_refuses_a_queued_job_and_status_shows_it_pending(stops_phase):
