@@ -352,7 +352,7 @@ class Trainer:
             "no checkpoint of this run was committed"
         message = (f"out of memory in step {step + 1} with batch size {batch}: {out_of_memory_text(error)}; "
                    f"lower the batch size or use a device with more memory; {kept}")
-        self.run.event("error", step, message=message, kind="out-of-memory")
+        self.run.event("error", step, message=message, cause="out-of-memory")
         self.write_status("failed", error=message,
                           hint=f"{kept}; resume it where the device has more memory, or start a new run with a "
                                "smaller batch size")
