@@ -1,5 +1,5 @@
-"""Exit codes of the entry points (documented in README.md). jobs.supervise retries 1, 6 and deaths by
-signal (when the run made progress); every other code is final."""
+"""Exit codes of the entry points (documented in README.md), and which of them the batch job's supervisor
+(jobs.supervise) retries when the run made progress; every other code is final."""
 EXIT_OK = 0          # the run finished (or was already finished)
 EXIT_FAILED = 1      # training failed: an unhandled error (a bug, a CUDA error)
 EXIT_BAD_INPUT = 2   # bad input; nothing was written
@@ -9,3 +9,6 @@ EXIT_OUT_OF_MEMORY = 5  # the device ran out of memory; the last checkpoint is i
 EXIT_WRITE_FAILED = 6   # a checkpoint the run had to write (final or stop) could not be: disk full, read-only
 EXIT_STOPPED = 75    # stopped by a signal with its checkpoint saved; resume continues it (EX_TEMPFAIL)
 EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once, without a final save
+
+RETRIED_BY_SUPERVISOR = {EXIT_FAILED, EXIT_WRITE_FAILED}  # and a death by signal (jobs.supervise)
+DEFAULT_MAX_CRASH_RETRIES = 3  # crash requeues of one run (LoopConfig.max_crash_retries)

@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from jobs.checkpoint import BackgroundWriter, CheckpointStore, NonFiniteCheckpoint
+from jobs.exit_codes import DEFAULT_MAX_CRASH_RETRIES
 from jobs.memory import OUT_OF_MEMORY, out_of_memory_text
 from jobs.progress import Reporter
 from jobs.rng import capture_rng
 from jobs.run_dir import RunDir, slurm_job_id
 from jobs.signals import StopFlag
-from jobs.supervise import DEFAULT_MAX_CRASH_RETRIES, StepFile
+from jobs.step_file import StepFile
 from jobs.task import Task
 from jobs.write_failures import describe
 

@@ -5,6 +5,8 @@ saving inside the handler could capture a half-updated model (DESIGN invariant 4
 """
 import signal
 
+from jobs.step_file import mark_ready
+
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 _early: list[str] = []  # stop signals caught by catch_early() before a StopFlag was installed
 
@@ -13,15 +15,18 @@ def _record_early(signum, frame) -> None:
     _early.append(signal.Signals(signum).name)
 
 
-def catch_early(signals=(signal.SIGUSR2,)) -> None:
+def catch_early(signals=(signal.SIGUSR2, signal.SIGTERM)) -> None:
     """Call first thing in an entry point, before the slow imports and the data loading.
 
     USR2's default action kills the process: a SLURM warning (time limit, or preemption, which
     sends it at once) arriving while the trainer still starts up would end the job FAILED, not
-    requeued. Caught here, it is handed to the StopFlag installed later, and the loop stops at its
-    first step boundary like for any other warning."""
+    requeued; TERM (preemption's next step) would end it without its step-boundary save. Caught
+    here, they are handed to the StopFlag installed later, and the loop stops at its first step
+    boundary like for any other stop request. A supervisor (jobs.supervise) is told it may forward
+    signals from now on."""
     for sig in signals:
         signal.signal(sig, _record_early)
+    mark_ready()
 
 
 class StopFlag:

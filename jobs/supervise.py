@@ -16,63 +16,40 @@ only when all of these hold:
 - it runs inside a SLURM job.
 Every crash is recorded as a `crash` event: exit status, step, and whether it was requeued and why (not).
 
-It imports no torch: it is up in a few tens of milliseconds. The trainer tells it how far it got through a
-step file (JOBS_STEP_FILE), rewritten in place after every step, which survives the trainer's SIGKILL.
+A signal that arrives before the trainer's handlers are in (it imports torch) is held back and forwarded
+once they are: a warning is never lost, and never kills the trainer with USR2's default action. The
+trainer says how far it got in a step file (jobs.step_file), which survives its SIGKILL. The supervisor
+imports no torch: it is up in a few tens of milliseconds.
 """
-import argparse
-import os
 import signal
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
-from jobs import slurm
-from jobs.exit_codes import EXIT_FAILED, EXIT_WRITE_FAILED
-from jobs.files import read_json
-from jobs.manifest import committed_step
-from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, slurm_job_id
-
-STEP_FILE_ENV = "JOBS_STEP_FILE"
-DEFAULT_MAX_CRASH_RETRIES = 3
-RETRIED_EXIT_CODES = {EXIT_FAILED, EXIT_WRITE_FAILED}  # besides a death by signal
 FORWARDED = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+_received: list[int] = []  # every signal to forward, from the first moment on
 
 
-class StepFile:
-    """The trainer's side: "<step it started from> <steps done>", one pwrite per step (no fsync: a
-    killed process's writes stay in the page cache, which is all the supervisor on this node reads)."""
-
-    def __init__(self, fd: int | None):
-        self.fd = fd
-        self.start: int | None = None
-
-    @classmethod
-    def from_environment(cls) -> "StepFile":
-        path = os.environ.get(STEP_FILE_ENV)
-        try:
-            return cls(os.open(path, os.O_WRONLY) if path else None)
-        except OSError:
-            return cls(None)
-
-    def write(self, step: int) -> None:
-        if self.fd is None:
-            return
-        if self.start is None:
-            self.start = step
-        try:
-            os.pwrite(self.fd, f"{self.start:>20} {step:>20}\n".encode(), 0)
-        except OSError:
-            self.fd = None
+def _record(signum, frame) -> None:
+    _received.append(signum)
 
 
-def read_step_file(path: str) -> tuple[int | None, int | None]:
-    """(step the trainer started from, steps done) or (None, None) if it never got to train."""
-    try:
-        start, step = Path(path).read_text().split()
-        return int(start), int(step)
-    except (OSError, ValueError):
-        return None, None
+if __name__ == "__main__":  # before the other imports: the batch shell ignored USR2 until now
+    for _sig in FORWARDED:
+        signal.signal(_sig, _record)
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from jobs import slurm  # noqa: E402
+from jobs.exit_codes import DEFAULT_MAX_CRASH_RETRIES, RETRIED_BY_SUPERVISOR  # noqa: E402
+from jobs.files import read_json  # noqa: E402
+from jobs.manifest import committed_step  # noqa: E402
+from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, slurm_job_id  # noqa: E402
+from jobs.step_file import STEP_FILE_ENV, read_step_file  # noqa: E402
+
+POLL_SECONDS = 0.05  # how soon a signal held back goes out once the trainer's handlers are in
 
 
 def run_of(command: list[str]) -> RunDir | None:
@@ -117,39 +94,54 @@ class Supervisor:
     def __init__(self, command: list[str]):
         self.command = command
         self.child: subprocess.Popen | None = None
-        self.received: list[int] = []
+        self.step_path: str | None = None
+        self.forwarded = 0  # how many of _received the trainer has been sent
 
     def _forward(self, signum, frame) -> None:
-        self.received.append(signum)
-        if self.child is not None and self.child.returncode is None:
+        _received.append(signum)
+        self._forward_pending()
+
+    def _forward_pending(self) -> None:
+        """Send the trainer what it has not had yet, once its handlers are in (the step file says so)."""
+        child = self.child
+        if child is None or child.returncode is not None or self.forwarded == len(_received):
+            return
+        if not read_step_file(self.step_path)[0]:
+            return  # still starting: USR2 ignored, TERM fatal; the wait loop tries again
+        while self.forwarded < len(_received):
             try:
-                os.kill(self.child.pid, signum)
+                os.kill(child.pid, _received[self.forwarded])
             except ProcessLookupError:
-                pass
+                return
+            self.forwarded += 1
 
     def run(self) -> int:
         for sig in FORWARDED:
             signal.signal(sig, self._forward)
-        fd, step_path = tempfile.mkstemp(prefix="jobs-steps-")
+        fd, self.step_path = tempfile.mkstemp(prefix="jobs-steps-")
         os.close(fd)
         try:
-            # USR2 stays ignored in the trainer until its own handler is in (SIG_IGN survives exec): a
-            # warning forwarded while it imports torch must not kill it with USR2's default action.
             try:
-                self.child = subprocess.Popen(self.command, env=dict(os.environ, **{STEP_FILE_ENV: step_path}),
+                # USR2 stays ignored in the trainer until its own handler is in (SIG_IGN survives exec)
+                self.child = subprocess.Popen(self.command, env=dict(os.environ, **{STEP_FILE_ENV: self.step_path}),
                                               preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
             except OSError as e:
                 print(f"supervise: cannot start {self.command[0]}: {e}", file=sys.stderr)
                 return 127
-            for signum in self.received:  # arrived before the trainer existed
-                os.kill(self.child.pid, signum)
-            returncode = self.child.wait()
-            start_step, crash_step = read_step_file(step_path)
+            returncode = self._wait()
+            _, start_step, crash_step = read_step_file(self.step_path)
         finally:
-            os.unlink(step_path)
-        if returncode >= 0 and returncode not in RETRIED_EXIT_CODES:
+            os.unlink(self.step_path)
+        if returncode >= 0 and returncode not in RETRIED_BY_SUPERVISOR:
             return returncode
         return self._crashed(returncode, start_step, crash_step)
+
+    def _wait(self) -> int:
+        while True:  # a handler forwards at once; what the trainer was not ready for goes from here
+            try:
+                return self.child.wait(timeout=POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._forward_pending()
 
     def _crashed(self, returncode: int, start_step: int | None, crash_step: int | None) -> int:
         exit_code = 128 - returncode if returncode < 0 else returncode  # like a shell: 137 for SIGKILL
@@ -164,7 +156,7 @@ class Supervisor:
         committed = committed_step(run.path)
         job = slurm_job_id()
         requeue, reason = crash_decision(
-            returncode=returncode, terminating=signal.SIGTERM in self.received, job_id=job, start_step=start_step,
+            returncode=returncode, terminating=signal.SIGTERM in _received, job_id=job, start_step=start_step,
             committed=committed, crash_step=crash_step, crashes=[e for e in run.events() if e["event"] == "crash"],
             max_retries=max_retries)
         if requeue:

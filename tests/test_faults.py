@@ -16,7 +16,7 @@ import torch
 from jobs.exit_codes import EXIT_DIVERGED, EXIT_OUT_OF_MEMORY, EXIT_WRITE_FAILED
 from jobs.files import append_json_lines, read_json_lines
 from jobs.run_dir import RunDir
-from jobs.supervise import STEP_FILE_ENV, read_step_file
+from jobs.step_file import STEP_FILE_ENV, read_step_file
 from resnet.task import ResNetTask
 from tests.helpers_runs import (
     LONG,
@@ -136,9 +136,9 @@ def test_a_run_outlives_a_broken_disk_and_ends_bit_equal(kind, tmp_path, request
     try:
         wait_until(lambda: committed_step(path), 60, "the first checkpoint", proc)
         disturbance.break_(path)
-        broken_at = read_step_file(steps)[1]
+        broken_at = read_step_file(steps)[2]
         # two epoch ends pass while it is broken: metrics and status are rewritten there
-        wait_until(lambda: read_step_file(steps)[1] >= broken_at + 2 * STEPS_PER_EPOCH, 60, "two epochs", proc)
+        wait_until(lambda: read_step_file(steps)[2] >= broken_at + 2 * STEPS_PER_EPOCH, 60, "two epochs", proc)
         assert proc.poll() is None, "the run ended before the disk came back: shorten the wait"
         disturbance.repair(path)
         assert proc.wait(120) == 0, proc.stderr

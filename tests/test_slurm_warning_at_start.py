@@ -1,10 +1,11 @@
 """A SLURM warning (USR2) sent the moment a job starts must not kill it.
 
-Preemption sends USR2 at once, so it can reach a job whose batch shell has not yet exec'd the trainer, or
-whose trainer has not yet installed its handler. USR2's default action kills the process, and a job
+Preemption sends USR2 at once, so it can reach a job whose batch shell has not yet exec'd the supervisor,
+or whose trainer has not yet installed its handler. USR2's default action kills the process, and a job
 killed by a signal before SLURM requeues it ends FAILED (ExitCode 0:12), its run never continued. Without
 the `trap '' USR2` in slurm/train_standard.sh this test fails every time (measured: 3 of 3 jobs FAILED
-0:12 with the signal 0, 50 and 100 ms after the job turned RUNNING).
+0:12 with the signal 0, 50 and 100 ms after the job turned RUNNING). The supervisor holds a warning back
+until the trainer can catch it; one that comes before the supervisor's own handler is ignored.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def test_usr2_at_job_start_neither_kills_nor_fails_the_job(slurm_env, tmp_path):
     brief = " ".join(f"{k}={info.get(k)}" for k in ("JobState", "ExitCode", "Reason", "Restarts"))
     why = f"{brief}\n{log.read_text() if log else '(no job output)'}"
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", why
-    # the run itself ended: either the warning came before the handler (ignored) or it was honoured
-    # (a step-boundary save and a requeue), and the run then trained to its end
+    # the run itself ended: either the warning came before the supervisor's handler (ignored) or it was
+    # honoured (a step-boundary save and a requeue), and the run then trained to its end
     status = subprocess.run([sys.executable, "scripts/status.py", "--json", "--runs-dir", runs,
                              "--run-id", f"early-{job}"], cwd=REPO, env=slurm_env, capture_output=True, text=True)
     assert status.returncode == 0, status.stderr

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,21 +71,36 @@ def next_event(path, kind: str, proc, after: int = 0, timeout: float = 60) -> di
     raise AssertionError(f"no {kind} event within {timeout} s:\n{proc.stderr}")
 
 
-def test_a_usr2_at_start_up_never_kills_the_supervised_trainer(tmp_path):
-    """USR2 the moment the job starts (preemption sends it at once): whether it lands while the trainer's USR2
-    is still ignored (dropped) or once train.py caught it early (a stop at step 0), nobody dies of it."""
+def handles(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler installed for `sig` (/proc/PID/status, SigCgt)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(mask >> (sig - 1) & 1)
+
+
+def test_a_usr2_while_the_trainer_starts_is_held_back_then_honoured(tmp_path):
+    """USR2 reaches the supervisor while its trainer still imports torch (USR2 ignored there): it is held
+    back until the trainer's handler is in, then forwarded, and the run stops at its first step boundary
+    (step 0) with its checkpoint: not killed, not lost."""
     runs = tmp_path / "runs"
     proc = start("train.py", *LONG, "--run-id", "early", "--runs-dir", runs, supervised=True)
     try:
-        time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while not handles(proc.pid, signal.SIGUSR2):  # the supervisor's handler is in
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+            time.sleep(0.005)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        trainer_started = [c for c in children if handles(int(c), signal.SIGUSR2)]
         proc.send(signal.SIGUSR2)
-        next_event(runs / "early", "start", proc)
-        if proc.poll() is None:  # dropped: it trains on; TERM stops it
-            time.sleep(0.2)
-            proc.send(signal.SIGTERM)
         assert proc.wait(60) == 75, proc.stderr
     finally:
         discard(proc)
+    assert not trainer_started, "the trainer was ready before the signal: the test did not test the hold-back"
+    (stop,) = events(runs / "early", "stop")
+    assert stop["signal"] == "SIGUSR2" and stop["step"] == 0 and stop["checkpoint_ok"], stop
     assert not events(runs / "early", "crash") and "Traceback" not in proc.stderr
 
 
