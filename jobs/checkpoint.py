@@ -65,6 +65,49 @@ def snapshot(obj):
     return copy.deepcopy(obj)
 
 
+class HostCopy:
+    """Host copies of a state's tensors for the background writer, taken without making training wait.
+
+    A device tensor goes into a pinned host buffer kept from one save to the next, by a copy queued on
+    its stream (no synchronization: the training thread goes on at once); a CUDA event per device marks
+    when the copies have landed, and the writer thread waits for it before it reads them. Kernels queued
+    after the copies cannot change what they copy (same stream). CPU tensors are cloned."""
+
+    def __init__(self):
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def take(self, state) -> tuple[object, list]:
+        """(host state, events to wait for before reading it)."""
+        devices = set()
+
+        def host(path: tuple, value):
+            if isinstance(value, torch.Tensor):
+                tensor = value.detach()
+                if tensor.device.type != "cuda":
+                    return tensor.clone()
+                buffer = self._buffers.get(path)
+                if buffer is None or (buffer.shape, buffer.stride(), buffer.dtype) != (
+                        tensor.shape, tensor.stride(), tensor.dtype):
+                    buffer = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, pin_memory=True)
+                    self._buffers[path] = buffer
+                buffer.copy_(tensor, non_blocking=True)
+                devices.add(tensor.device)
+                return buffer
+            if isinstance(value, dict):
+                return {key: host(path + (key,), item) for key, item in value.items()}
+            if isinstance(value, (list, tuple)):
+                return type(value)(host(path + (i,), item) for i, item in enumerate(value))
+            return copy.deepcopy(value)
+
+        host_state = host((), state)
+        events = []
+        for device in devices:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(device))
+            events.append(event)
+        return host_state, events
+
+
 def _slow_write(seconds: float):
     def write(f, data: bytes) -> None:
         chunks = 8
@@ -183,24 +226,30 @@ class CheckpointStore:
 
 
 class BackgroundWriter:
-    """Writes one checkpoint at a time on a thread; training waits only for the host snapshot."""
+    """Writes one checkpoint at a time on a thread; training waits only for queuing the host copies.
+
+    The pinned buffers are reused by the next save: submit() asserts that the previous write was waited
+    for, so they are never overwritten while being written."""
 
     def __init__(self, store: CheckpointStore):
         self.store = store
+        self.host = HostCopy()
         self._thread: threading.Thread | None = None
         self._result: dict | None = None
         self._error: BaseException | None = None
 
     def submit(self, state: dict, **meta) -> None:
         assert self._thread is None, "wait() for and collect() the previous write first"
-        host_state = snapshot(state)
+        host_state, ready = self.host.take(state)
         self._result, self._error = None, None
-        self._thread = threading.Thread(target=self._run, args=(host_state, meta), daemon=True,
+        self._thread = threading.Thread(target=self._run, args=(host_state, ready, meta), daemon=True,
                                         name="checkpoint-writer")
         self._thread.start()
 
-    def _run(self, state: dict, meta: dict) -> None:
+    def _run(self, state: dict, ready: list, meta: dict) -> None:
         try:
+            for event in ready:
+                event.synchronize()  # the device-to-host copies have landed
             self._result = self.store.save(state, **meta)
         except BaseException as e:  # reported to the training thread by collect()
             self._error = e

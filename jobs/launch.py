@@ -19,6 +19,7 @@ from jobs.progress import Reporter
 from jobs.rng import restore_rng
 from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, known_run_ids
 from jobs.signals import StopFlag
+from jobs.startup import StartupClock, use_compile_cache
 from jobs.task import load_workload
 
 NEW, RESUME, RESUME_IF_EXISTS = "new", "resume", "resume-if-exists"
@@ -62,6 +63,7 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
 
     workload_ref/task_config=None (resume.py) mean the run's frozen ones, updated with `overrides`.
     `on_stop(run, outcome, stop_flag)` runs after a signal-stop has been saved (SLURM requeue)."""
+    clock = StartupClock()
     reporter = reporter or Reporter()
     runs_dir = check_runs_dir(runs_dir)
     run = RunDir(runs_dir, run_id)
@@ -77,6 +79,8 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
     workload_ref = workload_ref or frozen["workload"]
     workload = load_workload(workload_ref)
     if exists:
+        # a workload may fill in fields added since the run was frozen, as that run had them
+        frozen["task"] = getattr(workload, "complete", lambda config: config)(frozen["task"])
         given = dict(frozen["task"]) if task_config is None else dict(task_config)
         given.update(overrides)
         changes = config_changes(frozen["task"], given, workload.safe_to_change, set(overrides))
@@ -84,7 +88,9 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
         loop = loop or LoopConfig(**frozen.get("loop", {}))
     loop = loop or LoopConfig()
     workload.validate(task_config)
+    use_compile_cache(runs_dir)
     task = workload.build(task_config)  # loads data: bad data is a UserError before anything is written
+    clock.mark("build")
     if changes:
         _check_not_shorter(run, task, changes)
 
@@ -120,7 +126,7 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
             if broken:
                 run.event("lock-broken", holder=broken, forced=force)
                 reporter.warn(f"warning: broke the lock left by pid {broken.get('pid')} on {broken.get('host')}")
-            outcome = _train(run, workload, task, loop, reporter, exists, changes, stop)
+            outcome = _train(run, workload, task, loop, reporter, exists, changes, stop, clock)
         finally:
             lock.release()
         return _exit_code(outcome, run, runs_dir, loop, reporter, stop, on_stop)
@@ -152,7 +158,7 @@ def _exit_code(outcome: Outcome | None, run: RunDir, runs_dir: Path, loop: LoopC
 
 
 def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, exists: bool, changes: dict,
-           stop: StopFlag) -> Outcome | None:
+           stop: StopFlag, clock: StartupClock) -> Outcome | None:
     """Restore the newest good checkpoint and run the loop; None if the run was already finished."""
     store = CheckpointStore(run.path, loop.keep_last, loop.keep_every_epochs, warn=reporter.warn)
     try:
@@ -186,7 +192,8 @@ def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, ex
     restarts = sum(1 for e in run.events() if e["event"] == "resume")
     reporter.message(f"{event} run {run.run_id} ({task.describe()}) at step {task.step}/{task.total_steps}"
                      f" in {run.path}")
-    trainer = Trainer(task, run, store, loop, stop, reporter, workload.primary_metric, loop_state, restarts)
+    clock.mark("restore")
+    trainer = Trainer(task, run, store, loop, stop, reporter, workload.primary_metric, loop_state, restarts, clock)
     if resumed_from:
         trainer.last_checkpoint = {"step": resumed_from["step"], "time": resumed_from["time"]}
     try:

@@ -15,6 +15,7 @@ from jobs.progress import Reporter
 from jobs.rng import capture_rng
 from jobs.run_dir import RunDir, slurm_job_id
 from jobs.signals import StopFlag
+from jobs.startup import StartupClock
 from jobs.step_file import StepFile
 from jobs.task import Task
 from jobs.write_failures import describe
@@ -81,7 +82,8 @@ class Trainer:
     """Runs `task` to its end or to a stop request, saving at step boundaries only."""
 
     def __init__(self, task: Task, run: RunDir, store: CheckpointStore, loop: LoopConfig, stop: StopFlag,
-                 reporter: Reporter, primary_metric: str, loop_state: dict | None = None, restarts: int = 0):
+                 reporter: Reporter, primary_metric: str, loop_state: dict | None = None, restarts: int = 0,
+                 clock: StartupClock | None = None):
         self.task, self.run, self.store, self.loop = task, run, store, loop
         self.stop, self.reporter, self.primary_metric = stop, reporter, primary_metric
         self.failures = run.failures or run.tolerate_write_failures(reporter.warn)
@@ -93,6 +95,8 @@ class Trainer:
         self.last_write_error: BaseException | None = None
         self.losses = LossWatch() if loop.stop_on_nonfinite else None
         self.step_file = StepFile.from_environment()
+        self.clock = clock or StartupClock()
+        self.startup: dict | None = None  # the phases of this start, once its first step is done
         self.started = time.time()
         self.images_per_sec = None
 
@@ -180,6 +184,7 @@ class Trainer:
             "last_checkpoint_time": self.last_checkpoint["time"],
             "heartbeat": time.time(), "started": self.started, "host": socket.gethostname(),
             "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
+            "startup_seconds": (self.startup or {}).get("seconds"),
             "status_every_seconds": self.loop.status_every_seconds, **extra})
         self._last_status = time.monotonic()
 
@@ -207,6 +212,8 @@ class Trainer:
                 self.reporter.start_epoch(self.epoch + 1, self.epochs, 0, spe)
             out = task.train_step()
             self.step_file.write(task.step)
+            if self.startup is None:
+                self._first_step_done()
             if self.losses is not None:
                 self.losses.add(task.step, out["loss"])
             self._accumulate(window, out)
@@ -221,6 +228,14 @@ class Trainer:
         if task.step < task.total_steps:
             return self._stop()
         return self._finish()
+
+    def _first_step_done(self) -> None:
+        """Record what this start cost until its first step: restart cost is a number to track."""
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # once: the step's kernels, compilation included, have run
+        self.clock.mark("first_step")
+        self.startup = self.clock.phases()
+        self.run.event("first-step", self.task.step - 1, **self.startup)  # the step this start trained from
 
     def _new_window(self) -> dict:
         return {"loss": 0.0, "correct": 0, "images": 0, "steps": 0, "start": time.perf_counter(),

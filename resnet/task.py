@@ -4,6 +4,12 @@ All randomness comes from generators whose state is in state_dict(): the model's
 from the global torch RNG seeded with the run's seed (saved by jobs/ with the other global RNGs),
 each epoch's permutation from a generator seeded with (seed, epoch), and the crops and flips from a
 dedicated generator on the training device.
+
+The fast path (config "fast", for GPUs) runs the same task with bf16 autocast, channels_last and the
+model compiled by torch.compile into CUDA graphs ("reduce-overhead"): the net is launch-bound at batch
+128, and graphs replay its hundreds of small kernels in one launch. The augmentation, the loss and the
+optimizer stay eager, outside the graphs; the state dicts are the plain module's (no `_orig_mod.`), so a
+fast-path checkpoint loads into an eager run and back.
 """
 import math
 import os
@@ -18,6 +24,7 @@ from resnet.data import Dataset, channel_stats, load_cifar10, make_synthetic, sp
 from resnet.models import build_model
 
 EVAL_BATCH = 1000
+COMPILE_BACKEND_ENV = "RESNET_TEST_COMPILE_BACKEND"  # test hook: "eager" traces without inductor (seconds)
 
 
 def lr_factor(step: int, total_steps: int, steps_per_epoch: int, schedule: str, warmup_epochs: float) -> float:
@@ -60,6 +67,8 @@ class ResNetTask:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
             torch.backends.cudnn.benchmark = False
             torch.use_deterministic_algorithms(True)
+        elif config["fast"]:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
         train, self.val_set, self.test_set = load_data(config)
         batch = self.batch_size = config["batch_size"]
         if len(train) < batch:
@@ -75,8 +84,9 @@ class ResNetTask:
         self.model = build_model(config["block"], config["size"]).to(self.device)
         self.memory_format = torch.channels_last if config["channels_last"] else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        self.forward = compile_model(self.model, self.device) if config["fast"] else self.model
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config["lr"], momentum=config["momentum"],
-                                         weight_decay=config["weight_decay"])
+                                         nesterov=config["nesterov"], weight_decay=config["weight_decay"])
         total, spe = self.total_steps, self.steps_per_epoch
         schedule, warmup = config["schedule"], config["warmup_epochs"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -101,17 +111,28 @@ class ResNetTask:
         index = self._permutation[position * batch:(position + 1) * batch]
         images = random_crop_flip(self.train_images[index], self.augment_generator)
         inputs = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
-        labels = self.train_labels[index]
+        return self.train_on(inputs, self.train_labels[index])
+
+    def train_on(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
+        """One optimizer step on a prepared batch (normalized float inputs on the device)."""
         lr = self.current_lr()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config["bf16"]):
-            logits = self.model(inputs)
-        loss = F.cross_entropy(logits.float(), labels)  # logits in, log-softmax inside: no softmax before
+        logits = self._logits(inputs)
+        # logits in, log-softmax inside: no softmax before
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.config["label_smoothing"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return {"loss": loss.detach(), "correct": (logits.argmax(1) == labels).sum(), "images": batch, "lr": lr}
+        return {"loss": loss.detach(), "correct": (logits.argmax(1) == labels).sum(), "images": len(labels), "lr": lr}
+
+    def _logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """float32 logits; on the fast path a copy, since the graph's own output is overwritten by its next replay."""
+        if self.config["fast"] and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config["bf16"]):
+            logits = self.forward(inputs)
+        return logits.to(torch.float32, copy=self.config["fast"])
 
     @torch.no_grad()
     def _score(self, data: Dataset) -> tuple[float, float]:
@@ -122,8 +143,9 @@ class ResNetTask:
             images = data.images[start:start + EVAL_BATCH].to(self.device)
             labels = data.labels[start:start + EVAL_BATCH].to(self.device)
             inputs = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config["bf16"]):
-                logits = self.model(inputs).float()
+            logits = self._logits(inputs)
+            if self.config["eval_flip"]:  # the mirror image is as likely as the image: average both
+                logits = (logits + self._logits(inputs.flip(3))) / 2
             loss += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
         self.model.train()
@@ -153,6 +175,16 @@ class ResNetTask:
         self._permutation_epoch = None
 
 
+def compile_model(model: torch.nn.Module, device: torch.device):
+    """The fast path's forward: CUDA graphs of inductor's kernels on a GPU, inductor alone on a CPU.
+
+    dynamic=False: the train batch, the evaluation batch and a last partial batch each get their own
+    static graph (a handful), rather than one dynamic-shape graph that cannot be captured."""
+    backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
+    mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
+    return torch.compile(model, backend=backend, mode=mode, dynamic=False)
+
+
 class ResNetWorkload:
     """What jobs/ needs to know about this workload (jobs.task.Workload)."""
     primary_metric = "val_accuracy"
@@ -160,6 +192,10 @@ class ResNetWorkload:
 
     def validate(self, config: dict) -> None:
         run_config.validate(config)
+
+    def complete(self, config: dict) -> dict:
+        """A frozen config with the fields added since it was written (jobs.launch asks before comparing)."""
+        return run_config.complete(config)
 
     def build(self, config: dict) -> ResNetTask:
         return ResNetTask(config)

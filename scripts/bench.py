@@ -1,13 +1,28 @@
 #!/usr/bin/env python3
 """Throughput and checkpoint cost of a ResNet on this machine (a script that prints figures, not a test).
 
-    python scripts/bench.py --block standard --size 5 --batch-size 128 --steps 30
+    python scripts/bench.py                                  # ResNet-32, batch 128, the GPU if there is one
+    python scripts/bench.py --device cpu --steps 10 --json   # one JSON object instead of the table
+
+With the same model and batch size, it measures img/s of
+  seed-style  the seed's pipeline: per-image numpy pad, crop, flip and normalize on the CPU, then the step;
+  eager       this project's default: batched augmentation on the device, fp32 (`train.py`);
+  fast        `train.py --fast`: bf16, channels_last, CUDA graphs (a GPU only; null on a CPU);
+warm-up and compilation excluded (the fast path's cold compilation is reported apart, in a fresh
+cache); then the checkpoint stall per save, a synchronous save against the background writer's, and
+the default cadence's checkpoint cost as a percentage of training time, measured end to end.
 """
 import argparse
+import json
+import os
+import statistics
 import tempfile
 import time
 
+import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
 
 from jobs.checkpoint import BackgroundWriter, CheckpointStore, snapshot
 from jobs.cli import positive_int, run_main
@@ -16,10 +31,108 @@ from jobs.rng import capture_rng
 from resnet.config import DEFAULTS, resolve_device
 from resnet.task import ResNetTask
 
+WARMUP = 5  # steps before timing: cuDNN's autotuning, the allocator, the CUDA graphs' recording
+PAPER_EPOCH_IMAGES = 45_000
+
 
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def make_task(args, device: str, fast: bool) -> ResNetTask:
+    images = args.batch_size * (2 * args.steps + 2 * WARMUP)  # one epoch holds every timed step
+    return ResNetTask({**DEFAULTS, "block": args.block, "size": args.size, "batch_size": args.batch_size,
+                       "epochs": 1, "synthetic": int(images / 0.9) + 1, "device": device, "fast": fast,
+                       "bf16": fast, "channels_last": fast})
+
+
+def steps_per_second(step, steps: int, device: str) -> float:
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps / (time.perf_counter() - started)
+
+
+def seed_style_step(task: ResNetTask, rng: np.random.Generator):
+    """The seed's pipeline: each image augmented on its own in numpy, on the CPU, then sent over."""
+    images, labels = task.train_images.cpu().numpy(), task.train_labels.cpu()
+    mean = task.mean.cpu().numpy()[:, None, None]
+    std = task.std.cpu().numpy()[:, None, None]
+    batch = task.batch_size
+
+    def step():
+        index = rng.integers(0, len(images), batch)
+        out = np.empty((batch, 3, 32, 32), np.float32)
+        for j, i in enumerate(index):
+            padded = np.pad(images[i], ((0, 0), (4, 4), (4, 4)))
+            y, x = rng.integers(0, 9, 2)
+            crop = padded[:, y:y + 32, x:x + 32]
+            if rng.random() < 0.5:
+                crop = crop[:, :, ::-1]
+            out[j] = (crop / 255.0 - mean) / std
+        task.train_on(torch.from_numpy(out).to(task.device), labels[index].to(task.device))
+    return step
+
+
+def checkpoint_state(task: ResNetTask) -> dict:
+    return {"format": 1, "step": task.step, "task": task.state_dict(), "rng": capture_rng(), "loop": {"history": []}}
+
+
+def checkpoint_costs(task: ResNetTask, device: str, saves: int) -> dict:
+    """Per save: the synchronous save (copy, serialize, write, fsync, manifest, all on the training thread)
+    and the stall of the background writer (state dicts, RNGs, queuing the copies: what training waits for)."""
+    sync_ms, stall_ms = [], []
+    with tempfile.TemporaryDirectory() as directory:
+        store = CheckpointStore(directory)
+        for _ in range(saves):
+            task.train_step()
+            sync(device)
+            started = time.perf_counter()
+            entry = store.save(snapshot(checkpoint_state(task)), step=task.step, epoch=0.0)
+            sync_ms.append(1000 * (time.perf_counter() - started))
+    with tempfile.TemporaryDirectory() as directory:
+        writer = BackgroundWriter(CheckpointStore(directory))
+        for i in range(saves + 1):
+            task.train_step()
+            started = time.perf_counter()
+            writer.submit(checkpoint_state(task), step=task.step, epoch=0.0)
+            if i:  # the first save allocates the pinned buffers once
+                stall_ms.append(1000 * (time.perf_counter() - started))
+            writer.wait()
+            assert writer.collect()[1] is None
+    return {"sync_save_ms": statistics.median(sync_ms), "async_stall_ms": statistics.median(stall_ms),
+            "checkpoint_mb": entry["size"] / 1e6}
+
+
+def checkpoint_overhead(task: ResNetTask, device: str, steps: int, save_every: int) -> dict:
+    """The cost of the default cadence (each epoch end + every 600 s) in % of training time, measured end
+    to end: the same steps with a background save every `save_every` steps, between two plain timings."""
+    def timed(every: int) -> float:
+        with tempfile.TemporaryDirectory() as directory:
+            writer = BackgroundWriter(CheckpointStore(directory))
+            sync(device)
+            started = time.perf_counter()
+            for i in range(steps):
+                task.train_step()
+                if every and (i + 1) % every == 0:
+                    writer.wait()
+                    writer.collect()
+                    writer.submit(checkpoint_state(task), step=task.step, epoch=0.0)
+            writer.wait()
+            sync(device)
+            return time.perf_counter() - started
+
+    timed(save_every)  # allocates the pinned buffers
+    before, with_saves, after = timed(0), timed(save_every), timed(0)
+    plain = (before + after) / 2
+    per_save = max(with_saves - plain, 0.0) / (steps // save_every)
+    epoch_s = PAPER_EPOCH_IMAGES / (steps * task.batch_size / plain)
+    saves_per_epoch = 1 + epoch_s / LoopConfig().checkpoint_every_seconds
+    return {"checkpoint_overhead_pct": 100 * saves_per_epoch * per_save / epoch_s, "per_save_ms": 1000 * per_save,
+            "epoch_s": epoch_s}
 
 
 def main(argv=None) -> int:
@@ -27,74 +140,60 @@ def main(argv=None) -> int:
     parser.add_argument("--block", choices=["standard", "bottleneck"], default="standard")
     parser.add_argument("--size", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--steps", type=positive_int, default=30, help="timed steps (after 5 warm-up steps)")
+    parser.add_argument("--steps", type=positive_int, help="timed steps per figure (default 200 on a GPU, 10 on a CPU)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--save-every", type=positive_int, default=10, help="steps between saves in the A/B run")
-    parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--saves", type=positive_int, default=5, help="saves timed for the stall figures")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    warmup = 5
-    images = args.batch_size * (args.steps + warmup)
-    config = {**DEFAULTS, "block": args.block, "size": args.size, "batch_size": args.batch_size, "epochs": 1,
-              "synthetic": int(images / 0.9) + 1, "device": device, "bf16": args.bf16,
-              "channels_last": args.channels_last}
-    task = ResNetTask(config)
-    for _ in range(warmup):
-        task.train_step()
-    sync(device)
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        task.train_step()
-    sync(device)
-    seconds = time.perf_counter() - started
-    rate = args.steps * args.batch_size / seconds
-    print(f"{task.describe()} on {device} ({torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}, "
-          f"{torch.get_num_threads()} threads), batch {args.batch_size}: {rate:.0f} img/s "
-          f"({1000 * seconds / args.steps:.1f} ms/step)")
+    args.steps = args.steps or (200 if device == "cuda" else 10)
+    # a fresh compile cache: compile_s is what a first (cold) start pays
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-cache-")
 
-    state = {"format": 1, "task": task.state_dict(), "rng": capture_rng(), "loop": {"history": []}}
-    sync(device)
-    started = time.perf_counter()
-    host_state = snapshot(state)  # the only part the training thread waits for
-    snapshot_s = time.perf_counter() - started
-    with tempfile.TemporaryDirectory() as directory:
-        entry = CheckpointStore(directory).save(host_state, step=task.step, epoch=0.0)
-    epoch_s = 45_000 / rate  # the paper's 45k training images
-    every = LoopConfig().checkpoint_every_seconds
-    saves_per_epoch = 1 + epoch_s / every
-    print(f"checkpoint: {entry['size'] / 1e6:.2f} MB; host snapshot {1000 * snapshot_s:.1f} ms (training waits); "
-          f"serialize+fsync+manifest {1000 * entry['seconds']:.1f} ms (background thread)")
-    print(f"default cadence (epoch end + every {every:g} s): {saves_per_epoch:.2f} saves per {epoch_s:.0f}-s epoch "
-          f"-> training waits {100 * saves_per_epoch * snapshot_s / epoch_s:.3f}% of its time")
+    eager = make_task(args, device, fast=False)
+    result = {"device": device, "device_name": torch.cuda.get_device_name() if device == "cuda" else "CPU",
+              "torch": torch.__version__, "model": eager.describe(), "size": args.size,
+              "batch_size": args.batch_size, "steps": args.steps}
+    rng = np.random.default_rng(0)
+    seed_step = seed_style_step(eager, rng)
+    steps_per_second(seed_step, 2, device)
+    result["seed_style_img_s"] = args.batch_size * steps_per_second(seed_step, max(args.steps // 4, 2), device)
+    steps_per_second(eager.train_step, WARMUP, device)
+    result["eager_img_s"] = args.batch_size * steps_per_second(eager.train_step, args.steps, device)
+    fastest, result["fast_img_s"], result["compile_s"] = eager, None, None
+    if device == "cuda":
+        fast = make_task(args, device, fast=True)
+        warmup_s = WARMUP / steps_per_second(fast.train_step, WARMUP, device)
+        rate = steps_per_second(fast.train_step, args.steps, device)
+        result["fast_img_s"] = args.batch_size * rate
+        result["compile_s"] = warmup_s - WARMUP / rate
+        fastest = fast
+    result["checkpoint_path"] = "fast" if fastest is not eager else "eager"
+    result.update(checkpoint_costs(fastest, device, args.saves))
+    result.update(checkpoint_overhead(fastest, device, args.steps, max(args.steps // 10, 1)))
 
-    # Measured end to end: the same steps with saves through the background writer every `--save-every`
-    # steps (far more often than the default cadence), between two plain timings (CPU timings drift).
-    def timed(save_every: int) -> float:
-        with tempfile.TemporaryDirectory() as directory:
-            writer = BackgroundWriter(CheckpointStore(directory))
-            sync(device)
-            started = time.perf_counter()
-            for i in range(args.steps):
-                task.train_step()
-                if save_every and (i + 1) % save_every == 0:
-                    writer.wait()
-                    writer.collect()
-                    state = {"format": 1, "task": task.state_dict(), "rng": capture_rng(), "loop": {"history": []}}
-                    writer.submit(state, step=task.step, epoch=0.0)
-            writer.wait()
-            sync(device)
-            return time.perf_counter() - started
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    table = Table(title=f"{result['model']}, batch {args.batch_size}, on {result['device_name']} "
+                        f"(torch {torch.__version__}, {args.steps} timed steps)")
+    table.add_column("what")
+    table.add_column("figure", justify="right")
 
-    before = timed(0)
-    with_saves = timed(args.save_every)
-    after = timed(0)
-    plain = (before + after) / 2
-    saves = args.steps // args.save_every
-    per_save = (with_saves - plain) / saves
-    print(f"measured: {args.steps} steps with {saves} saves took {with_saves:.2f} s vs {plain:.2f} s without "
-          f"({before:.2f}/{after:.2f}); {1000 * per_save:.0f} ms per save "
-          f"-> default cadence costs {100 * saves_per_epoch * max(per_save, 0) / epoch_s:.3f}% of training time")
+    def rate(value):
+        return "-" if value is None else f"{value:,.0f} img/s"
+
+    table.add_row("seed-style pipeline (per-image numpy on the CPU)", rate(result["seed_style_img_s"]))
+    table.add_row("eager (fp32, batched augmentation on the device)", rate(result["eager_img_s"]))
+    table.add_row("fast (bf16, channels_last, CUDA graphs)", rate(result["fast_img_s"]))
+    compile_s = "-" if result["compile_s"] is None else f"{result['compile_s']:.1f} s"
+    table.add_row("  its compilation (cold cache)", compile_s)
+    table.add_row(f"checkpoint ({result['checkpoint_mb']:.2f} MB), synchronous save",
+                  f"{result['sync_save_ms']:.1f} ms")
+    table.add_row("  background writer: training waits", f"{result['async_stall_ms']:.2f} ms")
+    table.add_row(f"  default cadence, measured end to end ({result['per_save_ms']:.1f} ms per save, "
+                  f"{result['epoch_s']:.1f}-s epochs)", f"{result['checkpoint_overhead_pct']:.3f}% of training")
+    Console().print(table)
     return 0
 
 

@@ -40,7 +40,8 @@ def default_run_id() -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     config = config_from_args(args)
-    overrides = {field: config[field] for field in args.override}
+    fields = set(args.override) | ({"bf16", "channels_last"} if "fast" in args.override else set())
+    overrides = {field: config[field] for field in fields}  # --override fast: the fast path's settings too
     if overrides and not args.resume_if_exists:
         raise UserError("--override only applies with --resume-if-exists (or use scripts/resume.py)")
     # `is None`, not `or`: an explicit empty --run-id "" is a bad run id, not a request for a default one

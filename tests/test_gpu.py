@@ -1,0 +1,40 @@
+"""The fast path on a real GPU: skipped without CUDA (CI has none; run it where a GPU is lent).
+
+A fast-path run (bf16, channels_last, CUDA graphs) stopped by SIGTERM saves at its step boundary and exits
+75; resumed, it continues from the saved step, its first step comes sooner (the compile cache is warm),
+and it finishes."""
+import signal
+
+import pytest
+import torch
+
+from tests.helpers_runs import discard, events, manifest_entries, run, start, status_of, wait_for_event
+
+pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
+pytestmark = [pytest.mark.usefixtures("hermetic"),
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the fast path's CUDA graphs")]
+
+
+def test_fast_path_stopped_by_sigterm_resumes_from_its_step_and_finishes(tmp_path):
+    runs = tmp_path / "runs"
+    args = ("--synthetic", "3000", "--size", "1", "--batch-size", "128", "--epochs", "4", "--fast", "--device",
+            "cuda", "--run-id", "gpu", "--runs-dir", runs)
+    proc = start("train.py", *args)
+    try:
+        assert wait_for_event(runs / "gpu", proc, {"first-step"}, timeout=300) is not None, proc.stderr
+        proc.send(signal.SIGTERM)
+        assert proc.wait(120) == 75, proc.stderr
+    finally:
+        discard(proc)
+    (stop,) = events(runs / "gpu", "stop")
+    assert stop["signal"] == "SIGTERM" and stop["checkpoint_ok"] and stop["step"] > 0
+    assert stop["step"] in [e["step"] for e in manifest_entries(runs / "gpu")]
+    done = run("resume.py", "--run-id", "gpu", "--runs-dir", runs, "--local", timeout=300)
+    assert done.returncode == 0, done.stderr
+    (resumed,) = events(runs / "gpu", "resume")
+    assert resumed["step"] == stop["step"]
+    summary = status_of(runs, "gpu")
+    assert summary["state"] == "completed" and summary["step"] == summary["total_steps"]
+    cold, warm = events(runs / "gpu", "first-step")
+    print(f"\n[gpu] first step after {cold['seconds']:.1f} s (cold compile), {warm['seconds']:.1f} s (warm cache)")
+    assert warm["first_step"] < cold["first_step"]
