@@ -13,6 +13,7 @@ fast-path checkpoint loads into an eager run and back.
 """
 import math
 import os
+import time
 
 import torch
 import torch.nn.functional as F
@@ -69,17 +70,22 @@ class ResNetTask:
             torch.use_deterministic_algorithms(True)
         elif config["fast"]:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+        started = time.perf_counter()
         train, self.val_set, self.test_set = load_data(config)
+        self.startup_phases = {"data": time.perf_counter() - started}  # for jobs' first-step event
         batch = self.batch_size = config["batch_size"]
         if len(train) < batch:
             raise UserError(f"batch size {batch} is larger than the {len(train)} training images")
         self.mean, self.std = (t.to(self.device) for t in channel_stats(train.images))
         # the whole dataset lives on the device as uint8; batches are augmented there
+        started = time.perf_counter()
         self.train_images, self.train_labels = train.images.to(self.device), train.labels.to(self.device)
+        self.startup_phases["to_device"] = time.perf_counter() - started  # a GPU's initialisation included
         self.steps_per_epoch = len(train) // batch  # full batches only: BatchNorm on a batch of 1 fails
         self.total_steps = config["epochs"] * self.steps_per_epoch
         self.step = 0
 
+        started = time.perf_counter()
         torch.manual_seed(config["seed"])
         self.model = build_model(config["block"], config["size"]).to(self.device)
         self.memory_format = torch.channels_last if config["channels_last"] else torch.contiguous_format
@@ -87,6 +93,8 @@ class ResNetTask:
         self.forward = compile_model(self.model, self.device) if config["fast"] else self.model
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                          nesterov=config["nesterov"], weight_decay=config["weight_decay"])
+        # the first optimizer (and torch.compile) imports torch._dynamo: seconds, paid at every start
+        self.startup_phases["model"] = time.perf_counter() - started
         total, spe = self.total_steps, self.steps_per_epoch
         schedule, warmup = config["schedule"], config["warmup_epochs"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

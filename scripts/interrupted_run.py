@@ -53,13 +53,15 @@ def summary(run, every: int) -> dict:
     metrics = read_json_lines(run.metrics_file)
     events = read_json_lines(run.events_file)
     status = json.loads(run.status_file.read_text())
-    held_out = [k for k in metrics[-1] if k.endswith("accuracy") and k != "train_accuracy"][:1]
+    # the held-out accuracy's key (val_accuracy), from the epochs that were evaluated (--eval-every-epochs)
+    held_out = sorted({k for m in metrics for k in m if k.endswith("accuracy") and k != "train_accuracy"})[:1]
     # the per-epoch figures of a resumed run: the last record of each epoch (a lost epoch is trained twice)
     metrics = list({m["epoch"]: m for m in metrics}.values())
     return {
         "run_id": run.run_id, "model": status.get("model"), "epochs": len(metrics), "state": status.get("state"),
         "held_out_every": {m["epoch"]: m.get(held_out[0]) if held_out else None
-                           for m in metrics if m["epoch"] % every == 0 or m is metrics[-1]},
+                           for m in metrics if m["epoch"] % every == 0 or m is metrics[-1]
+                           if held_out and m.get(held_out[0]) is not None},
         "test_accuracy": status.get("test_accuracy"),
         "training_seconds": sum(m["epoch_seconds"] for m in metrics),
         "epoch_seconds_median": statistics.median(m["epoch_seconds"] for m in metrics),
@@ -117,7 +119,9 @@ def main(argv=None) -> int:
           f"{figures['training_seconds']:.0f} s, {figures['epoch_seconds_median']:.2f} s per epoch "
           f"({figures['images_per_sec_median']:,.0f} img/s)")
     for start in figures["first_steps"]:
-        phases = ", ".join(f"{k} {start[k]:.1f} s" for k in ("imports", "build", "restore", "first_step"))
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in start.get("build_parts", {}).items())
+        phases = ", ".join(f"{k} {start[k]:.1f} s" + (f" [{parts}]" if k == "build" and parts else "")
+                           for k in ("imports", "build", "restore", "first_step"))
         print(f"  start from step {start['step']}: first step done {start['seconds']:.1f} s after the process "
               f"started ({phases})")
     return code

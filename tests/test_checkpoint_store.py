@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -360,3 +361,37 @@ def test_load_latest_with_nothing_usable_names_every_reason(tmp_path):
     assert message.startswith(f"none of the 2 checkpoints in {tmp_path} is usable")
     assert f"{checkpoint_name(2)} is missing" in message and "truncated" in message
     assert CheckpointStore(tmp_path / "empty-run").load_latest() is None  # no checkpoints yet: start
+
+
+# -- host copies for the background writer -------------------------------------------------------------
+def test_host_copy_stages_tensors_by_dtype_and_keeps_every_layout():
+    """The staged path (on a GPU: one gather and one device-to-host copy per dtype, into buffers kept
+    between saves) is exercised here on CPU tensors: every tensor comes back bit-equal, with its shape,
+    strides (channels_last included) and dtype; a second take reuses the buffers and sees new values."""
+    from jobs.checkpoint import HostCopy
+
+    torch.manual_seed(0)
+    conv = torch.randn(8, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+    state = {"task": {"model": {"conv": conv, "bias": torch.randn(8), "count": torch.tensor(7),
+                                "half": torch.randn(5).to(torch.bfloat16), "flags": torch.tensor([True, False])},
+                      "strided": torch.randn(4, 6)[:, ::2], "step": 3},
+             "rng": {"python": (3, tuple(range(5)), None)}, "loop": {"history": [{"epoch": 1}]}}
+    host = HostCopy(on=("cpu",))
+    copied, events = host.take(state)
+    assert events == []
+    for key, value in state["task"]["model"].items():
+        got = copied["task"]["model"][key]
+        assert got.dtype == value.dtype and got.shape == value.shape and got.stride() == value.stride(), key
+        assert torch.equal(got, value) and got.data_ptr() != value.data_ptr(), key
+    assert torch.equal(copied["task"]["strided"], state["task"]["strided"])  # not dense: copied on its own
+    assert copied["rng"] == state["rng"] and copied["loop"] == state["loop"] and copied["task"]["step"] == 3
+    buffer = copied["task"]["model"]["conv"].data_ptr()
+    conv.add_(1)
+    again, _ = host.take(state)
+    assert again["task"]["model"]["conv"].data_ptr() == buffer  # the same buffers, new values
+    assert torch.equal(again["task"]["model"]["conv"], conv)
+    # what it hands the writer saves and loads back as the state itself
+    with tempfile.TemporaryDirectory() as directory:
+        entry = CheckpointStore(directory).save(again, step=3, epoch=0.1)
+        loaded = torch.load(os.path.join(directory, entry["file"]), weights_only=True)
+    assert all(torch.equal(loaded["task"]["model"][k], v) for k, v in state["task"]["model"].items())

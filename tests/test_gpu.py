@@ -38,3 +38,24 @@ def test_fast_path_stopped_by_sigterm_resumes_from_its_step_and_finishes(tmp_pat
     cold, warm = events(runs / "gpu", "first-step")
     print(f"\n[gpu] first step after {cold['seconds']:.1f} s (cold compile), {warm['seconds']:.1f} s (warm cache)")
     assert warm["first_step"] < cold["first_step"]
+
+
+def test_host_copy_on_the_gpu_is_bit_equal_and_ordered_before_later_kernels():
+    """The background writer's host copy on a GPU: queued without a sync, it holds the values of the moment
+    it was taken, even if a kernel queued right after changes them (same stream), bit for bit."""
+    from jobs.checkpoint import HostCopy
+
+    torch.manual_seed(0)
+    weight = torch.randn(64, 32, 3, 3, device="cuda").contiguous(memory_format=torch.channels_last)
+    state = {"model": {"w": weight, "b": torch.randn(64, device="cuda").to(torch.bfloat16),
+                       "n": torch.tensor(3, device="cuda")}}
+    expected = {k: v.cpu() for k, v in state["model"].items()}
+    host = HostCopy()
+    copied, events = host.take(state)
+    weight.mul_(2)  # queued after the copies
+    for event in events:
+        event.synchronize()
+    for key, value in expected.items():
+        got = copied["model"][key]
+        assert got.is_pinned() and got.stride() == state["model"][key].stride()
+        assert torch.equal(got, value), key
