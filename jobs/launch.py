@@ -121,8 +121,10 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
                     return EXIT_WRITE_FAILED
             # from here on a failed write of events, metrics or status is reported once, not fatal
             failures = run.tolerate_write_failures(reporter.warn)
-            if lock.record_error is not None:
-                failures.failed("lock record", lock.record_error)
+            if lock.record_error is not None:  # written once, at the start: nothing to retry
+                failures.failed("lock record", lock.record_error, message=(
+                    f"cannot write the lock's holder record ({lock.record_error.strerror}): the lock itself "
+                    "holds, but another host cannot see who holds this run"))
             if broken:
                 run.event("lock-broken", holder=broken, forced=force)
                 reporter.warn(f"warning: broke the lock left by pid {broken.get('pid')} on {broken.get('host')}")
