@@ -171,8 +171,9 @@ class Supervisor:
             print(f"supervise: the trainer of run {run.run_id} died {step_text} ({what}); requeued SLURM job {job} "
                   f"({reason}); it continues from step {committed}", file=sys.stderr, flush=True)
         else:
+            where = f" --runs-dir {run.path.parent}" if run.path.parent != Path(DEFAULT_RUNS_DIR) else ""
             print(f"supervise: the trainer of run {run.run_id} died {step_text} ({what}); not requeued: {reason}; "
-                  f"continue with `python scripts/resume.py --run-id {run.run_id}`", file=sys.stderr, flush=True)
+                  f"continue with `python scripts/resume.py --run-id {run.run_id}{where}`", file=sys.stderr, flush=True)
         return exit_code
 
 

@@ -126,7 +126,7 @@ def test_supervised_trainer_gets_the_signals_and_its_crash_is_recorded(tmp_path,
     assert crash["requeued"] is False and crash["reason"] == "not inside a SLURM job"
     assert crash["start_step"] == 0 and 4 <= crash["committed_step"] <= crash["step"] < LONG_STEPS, crash
     assert f"died in step {crash['step'] + 1} (killed by SIGKILL); not requeued: not inside a SLURM job; " \
-           "continue with `python scripts/resume.py --run-id sup`" in proc.stderr
+           f"continue with `python scripts/resume.py --run-id sup --runs-dir {runs}`" in proc.stderr
 
     stops = []
     for sig in (signal.SIGUSR2, signal.SIGTERM):
