@@ -55,17 +55,6 @@ def nonfinite_tensors(state: dict) -> list[str]:
             if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
 
 
-def snapshot(obj):
-    """A copy of a state dict whose tensors live on the host, so training can go on while it is written."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {key: snapshot(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(snapshot(value) for value in obj)
-    return copy.deepcopy(obj)
-
-
 def _dense(tensor: torch.Tensor) -> bool:
     """Its elements fill one block of memory (contiguous or channels_last): it can be copied as a flat block."""
     return tensor.is_contiguous() or (tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last))
@@ -266,6 +255,11 @@ class CheckpointStore:
             raise UserError(f"none of the {len(entries)} checkpoints in {self.directory} is usable: "
                             + "; ".join(reasons))
         return None
+
+
+def snapshot(obj):
+    """A copy of a state dict whose tensors live on the host, taken synchronously (one copy per tensor)."""
+    return HostCopy(on=()).take(obj)[0]
 
 
 class BackgroundWriter:

@@ -15,9 +15,10 @@ from jobs.exit_codes import (
 )
 from jobs.lock import RunLock, RunLocked
 from jobs.loop import LoopConfig, Outcome, Trainer
+from jobs.manifest import committed_entries
 from jobs.progress import Reporter
 from jobs.rng import restore_rng
-from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, known_run_ids
+from jobs.run_dir import RunDir, check_runs_dir, known_run_ids, resume_command
 from jobs.signals import StopFlag
 from jobs.startup import StartupClock, use_compile_cache
 from jobs.task import load_workload
@@ -49,7 +50,7 @@ def config_changes(frozen: dict, given: dict, safe: frozenset, overrides: set) -
 
 def _check_not_shorter(run: RunDir, task, changes: dict) -> None:
     """A change (e.g. fewer epochs) must not end the run before the steps it has already trained."""
-    trained = max((e["step"] for e in CheckpointStore(run.path, warn=lambda _: None).entries()), default=0)
+    trained = max((e["step"] for e in committed_entries(run.path)), default=0)
     if trained > task.total_steps:
         details = "; ".join(f"{k} {v!r}" for k, v in changes.items())
         raise UserError(f"run {run.run_id!r} has already trained {trained} steps, more than the {task.total_steps} "
@@ -140,8 +141,7 @@ def _exit_code(outcome: Outcome | None, run: RunDir, runs_dir: Path, loop: LoopC
     before this process has exited); a signal-stop that was saved is requeued or its resume explained."""
     if outcome is None or (outcome.finished and outcome.checkpoint_ok):
         return EXIT_OK
-    where = f" --runs-dir {runs_dir}" if Path(runs_dir) != Path(DEFAULT_RUNS_DIR) else ""
-    resume = f"`python scripts/resume.py --run-id {run.run_id}{where}`"
+    resume = resume_command(run.run_id, runs_dir)
     if outcome.failure == "diverged":
         reporter.warn(f"error: {outcome.message}")
         return EXIT_DIVERGED

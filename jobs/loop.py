@@ -295,11 +295,13 @@ class Trainer:
             self.save(epoch_end=True, metric=metric)
         self.write_status("running")
 
-    def _not_saved(self) -> str:
+    def _kept(self) -> str:
         last = self.last_checkpoint["step"]
-        kept = f"the last committed checkpoint (step {last}) is intact" if last is not None else \
+        return f"the last committed checkpoint (step {last}) is intact" if last is not None else \
             "no checkpoint of this run is committed"
-        return f"{describe(self.last_write_error) if self.last_write_error else 'write failed'}; {kept}"
+
+    def _not_saved(self) -> str:
+        return f"{describe(self.last_write_error) if self.last_write_error else 'write failed'}; {self._kept()}"
 
     def _stop(self) -> Outcome:
         signal_name = self.stop.first
@@ -365,9 +367,7 @@ class Trainer:
         step = self.task.step  # the step that ran out is step + 1; it changed nothing that is saved
         batch = getattr(self.task, "batch_size", None) or self._batch_images or "?"
         self._collect_quietly()
-        last = self.last_checkpoint["step"]
-        kept = f"the last committed checkpoint (step {last}) is intact" if last is not None else \
-            "no checkpoint of this run was committed"
+        kept = self._kept()
         message = (f"out of memory in step {step + 1} with batch size {batch}: {out_of_memory_text(error)}; "
                    f"lower the batch size or use a device with more memory; {kept}")
         self.run.event("error", step, message=message, cause="out-of-memory")

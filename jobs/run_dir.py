@@ -135,6 +135,12 @@ class RunDir:
             return {}
 
 
+def resume_command(run_id: str, runs_dir: Path) -> str:
+    """The command that continues a run, as the messages show it (--runs-dir only when not the default)."""
+    where = f" --runs-dir {runs_dir}" if Path(runs_dir) != Path(DEFAULT_RUNS_DIR) else ""
+    return f"`python scripts/resume.py --run-id {run_id}{where}`"
+
+
 def known_run_ids(runs_dir: Path) -> list[str]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():

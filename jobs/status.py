@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from jobs import slurm
-from jobs.checkpoint import CheckpointStore
+from jobs.manifest import committed_entries
 from jobs.run_dir import RunDir, known_run_ids
 
 ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
@@ -53,7 +53,7 @@ def _job_id(status: dict, config: dict) -> str | None:
 
 
 def run_summary(run: RunDir, status: dict, config: dict, queue: dict | None, now: float) -> dict:
-    entries = CheckpointStore(run.path, warn=lambda _: None).entries()
+    entries = committed_entries(run.path)
     newest = entries[-1] if entries else {}
     job_id = _job_id(status, config)
     slurm_info = (queue or {}).get(job_id) if job_id else None

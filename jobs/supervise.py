@@ -46,7 +46,7 @@ from jobs import slurm  # noqa: E402
 from jobs.exit_codes import DEFAULT_MAX_CRASH_RETRIES, RETRIED_BY_SUPERVISOR  # noqa: E402
 from jobs.files import read_json  # noqa: E402
 from jobs.manifest import committed_step  # noqa: E402
-from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, slurm_job_id  # noqa: E402
+from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, resume_command, slurm_job_id  # noqa: E402
 from jobs.step_file import STEP_FILE_ENV, read_step_file  # noqa: E402
 
 POLL_SECONDS = 0.05  # how soon a signal held back goes out once the trainer's handlers are in
@@ -171,9 +171,8 @@ class Supervisor:
             print(f"supervise: the trainer of run {run.run_id} died {step_text} ({what}); requeued SLURM job {job} "
                   f"({reason}); it continues from step {committed}", file=sys.stderr, flush=True)
         else:
-            where = f" --runs-dir {run.path.parent}" if run.path.parent != Path(DEFAULT_RUNS_DIR) else ""
             print(f"supervise: the trainer of run {run.run_id} died {step_text} ({what}); not requeued: {reason}; "
-                  f"continue with `python scripts/resume.py --run-id {run.run_id}{where}`", file=sys.stderr, flush=True)
+                  f"continue with {resume_command(run.run_id, run.path.parent)}", file=sys.stderr, flush=True)
         return exit_code
 
 

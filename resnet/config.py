@@ -42,8 +42,8 @@ PRESETS = {
     "better": {"epochs": 150, "train_on_all": True, "weight_decay": 5e-4, "nesterov": True, "schedule": "cosine",
                "label_smoothing": 0.1, "eval_flip": True},
 }
-# What a run frozen before a field existed had, so that it resumes as it was (see complete()).
-LEGACY = {"preset": "paper", "nesterov": False, "label_smoothing": 0.0, "eval_flip": False, "fast": False}
+# Fields added after runs were first frozen: such a run had their defaults, and resumes with them (complete()).
+LEGACY = {field: DEFAULTS[field] for field in ("preset", "nesterov", "label_smoothing", "eval_flip", "fast")}
 # what a resumed run may change (with --override): the fast path's settings change speed, not the recipe
 SAFE_TO_CHANGE = frozenset({"epochs", "data_dir", "fast", "bf16", "channels_last"})
 TRAINING_FIELDS = ("block", "size", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",

@@ -9,7 +9,7 @@ import torch
 
 from resnet.config import DEFAULTS, PRESETS, complete
 from resnet.task import COMPILE_BACKEND_ENV, ResNetTask
-from tests.helpers_runs import SHORT, TINY, call, events, manifest_entries, status_of
+from tests.helpers_runs import SHORT, TINY, call, copy_run, events, final_digest, manifest_entries, status_of
 
 pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = pytest.mark.usefixtures("hermetic")
@@ -82,7 +82,6 @@ def test_presets_fill_the_fields_and_flags_override_them(tmp_path):
 def test_a_run_frozen_before_the_presets_resumes_as_it_was(tmp_path, reference):
     """config.json written before preset/nesterov/label_smoothing/eval_flip/fast existed: resume fills them in
     as that run had them (off), and the run ends bit-equal to the reference."""
-    from tests.helpers_runs import copy_run, final_digest
     path = copy_run(reference, tmp_path, cut_at=63)
     frozen = json.loads((path / "config.json").read_text())
     for field in ("preset", "nesterov", "label_smoothing", "eval_flip", "fast"):
