@@ -61,8 +61,14 @@ def _dense(tensor: torch.Tensor) -> bool:
 
 
 class _Slot:
-    def __init__(self, path: tuple):
-        self.path = path
+    """Where the host view of staged tensor number `index` goes."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+# immutable leaves: shared with the state, not copied (an optimizer state dict holds hundreds of them)
+_ATOMIC = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
 
 
 class HostCopy:
@@ -77,65 +83,75 @@ class HostCopy:
 
     def __init__(self, on: tuple[str, ...] = ("cuda",)):
         self.on = on
-        self._layout = None  # the (path, shape, stride, dtype, device) of every staged tensor, as last allocated
-        self._groups: dict = {}  # (device, dtype) -> (device views, device flat, host flat, host views)
+        self._layout = None  # the (shape, stride, dtype, device) of every staged tensor, in order, as last allocated
+        self._groups: dict = {}  # (device, dtype) -> (device views, device flat, host flat, host views by index)
 
     def take(self, state) -> tuple[object, list]:
         """(host state, events to wait for before reading it)."""
-        staged: list[tuple[tuple, torch.Tensor]] = []
+        staged: list[torch.Tensor] = []
+        holders: set[int] = set()  # ids of the skeleton's containers with a staged tensor somewhere inside
 
-        def walk(path: tuple, value):
+        def walk(value):
+            if type(value) in _ATOMIC:
+                return value
             if isinstance(value, torch.Tensor):
                 tensor = value.detach()
                 if tensor.device.type in self.on and _dense(tensor):
-                    staged.append((path, tensor))
-                    return _Slot(path)  # replaced by its host view below
+                    staged.append(tensor)
+                    return _Slot(len(staged) - 1)  # replaced by its host view below
                 return tensor.to("cpu", copy=True)
             if isinstance(value, dict):
-                return {key: walk(path + (key,), item) for key, item in value.items()}
-            if isinstance(value, (list, tuple)):
-                return type(value)(walk(path + (i,), item) for i, item in enumerate(value))
-            return copy.deepcopy(value)
+                before = len(staged)
+                out = {key: walk(item) for key, item in value.items()}
+            elif isinstance(value, (list, tuple)):
+                if all(type(item) in _ATOMIC for item in value):  # e.g. a param group's parameter indices
+                    return type(value)(value)
+                before = len(staged)
+                out = type(value)(walk(item) for item in value)
+            else:
+                return copy.deepcopy(value)
+            if len(staged) > before:
+                holders.add(id(out))
+            return out
 
-        skeleton = walk((), state)
-        layout = [(path, t.shape, t.stride(), t.dtype, t.device) for path, t in staged]
+        skeleton = walk(state)
+        layout = [(t.shape, t.stride(), t.dtype, t.device) for t in staged]
         if layout != self._layout:
             self._allocate(layout)
         events = []
         for (device, dtype), (device_views, device_flat, host_flat, _) in self._groups.items():
-            sources = [t for path, t in staged if (t.device, t.dtype) == (device, dtype)]
-            torch._foreach_copy_(device_views, sources)
+            torch._foreach_copy_(device_views, [t for t in staged if (t.device, t.dtype) == (device, dtype)])
             host_flat.copy_(device_flat, non_blocking=True)
             if device.type == "cuda":
                 event = torch.cuda.Event()
                 event.record(torch.cuda.current_stream(device))
                 events.append(event)
-        views = {path: view for _, _, _, host_views in self._groups.values() for path, view in host_views.items()}
+        views = {index: view for _, _, _, host_views in self._groups.values() for index, view in host_views.items()}
 
         def fill(value):
             if isinstance(value, _Slot):
-                return views[value.path]
+                return views[value.index]
+            if id(value) not in holders:
+                return value
             if isinstance(value, dict):
                 return {key: fill(item) for key, item in value.items()}
-            if isinstance(value, (list, tuple)):
-                return type(value)(fill(item) for item in value)
-            return value
+            return type(value)(fill(item) for item in value)
         return fill(skeleton), events
 
     def _allocate(self, layout: list) -> None:
         """One flat buffer per (device, dtype) on each side, and views into them shaped like the tensors."""
         self._layout, self._groups = layout, {}
         by_group: dict = {}
-        for path, shape, stride, dtype, device in layout:
-            by_group.setdefault((device, dtype), []).append((path, shape, stride))
+        for index, (shape, stride, dtype, device) in enumerate(layout):
+            by_group.setdefault((device, dtype), []).append((index, shape, stride))
         for (device, dtype), members in by_group.items():
             total = sum(torch.Size(shape).numel() for _, shape, _ in members)
             device_flat = torch.empty(total, dtype=dtype, device=device)
             host_flat = torch.empty(total, dtype=dtype, pin_memory=device.type == "cuda")
             device_views, host_views, offset = [], {}, 0
-            for path, shape, stride in members:
+            for index, shape, stride in members:
                 device_views.append(device_flat.as_strided(shape, stride, offset))
-                host_views[path] = host_flat.as_strided(shape, stride, offset)
+                host_views[index] = host_flat.as_strided(shape, stride, offset)
                 offset += torch.Size(shape).numel()
             self._groups[(device, dtype)] = (device_views, device_flat, host_flat, host_views)
 

@@ -6,10 +6,12 @@ each epoch's permutation from a generator seeded with (seed, epoch), and the cro
 dedicated generator on the training device.
 
 The fast path (config "fast", for GPUs) runs the same task with bf16 autocast, channels_last and the
-model compiled by torch.compile into CUDA graphs ("reduce-overhead"): the net is launch-bound at batch
-128, and graphs replay its hundreds of small kernels in one launch. The augmentation, the loss and the
-optimizer stay eager, outside the graphs; the state dicts are the plain module's (no `_orig_mod.`), so a
-fast-path checkpoint loads into an eager run and back.
+whole training step (forward, loss, backward, fused SGD) captured once as a CUDA graph and replayed
+(resnet/graphed_step.py): the net is launch-bound at batch 128, and one replay launches its ~500
+kernels at once. The augmentation stays eager, outside the graph. "compile" adds kernels generated and
+fused by torch.compile (inductor), inside the graph on the fast path. The state dicts are the plain
+module's (no `_orig_mod.`) and the optimizer's are plain floats, so a fast-path checkpoint loads into an
+eager run and back.
 """
 import math
 import os
@@ -22,6 +24,7 @@ from jobs.errors import UserError
 from resnet import config as run_config
 from resnet.augment import normalize, random_crop_flip
 from resnet.data import Dataset, channel_stats, load_cifar10, make_synthetic, split_train_val
+from resnet.graphed_step import GraphedStep
 from resnet.models import build_model
 
 EVAL_BATCH = 1000
@@ -68,7 +71,7 @@ class ResNetTask:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
             torch.backends.cudnn.benchmark = False
             torch.use_deterministic_algorithms(True)
-        elif config["fast"]:
+        else:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
         started = time.perf_counter()
         train, self.val_set, self.test_set = load_data(config)
@@ -90,9 +93,13 @@ class ResNetTask:
         self.model = build_model(config["block"], config["size"]).to(self.device)
         self.memory_format = torch.channels_last if config["channels_last"] else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        self.forward = compile_model(self.model, self.device) if config["fast"] else self.model
+        self.forward = compile_model(self.model) if config["compile"] else self.model
+        # the graph's update is the fused kernel: one launch, and it reads the rate from a device tensor
+        graphed = config["fast"] and self.device.type == "cuda"
+        self.optimizer_flags = {"fused": True, "foreach": None} if graphed else {"fused": None, "foreach": None}
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config["lr"], momentum=config["momentum"],
-                                         nesterov=config["nesterov"], weight_decay=config["weight_decay"])
+                                         nesterov=config["nesterov"], weight_decay=config["weight_decay"],
+                                         **self.optimizer_flags)
         # the first optimizer (and torch.compile) imports torch._dynamo: seconds, paid at every start
         self.startup_phases["model"] = time.perf_counter() - started
         total, spe = self.total_steps, self.steps_per_epoch
@@ -101,6 +108,7 @@ class ResNetTask:
             self.optimizer, lambda step: lr_factor(step, total, spe, schedule, warmup))
         self.augment_generator = torch.Generator(device=self.device).manual_seed(config["seed"])
         self._permutation_epoch, self._permutation = None, None
+        self.graphed_step = GraphedStep(self.model, self.optimizer, self._step) if graphed else None
 
     # -- the contract of jobs.task.Task ------------------------------------------------------------
     def describe(self) -> str:
@@ -124,23 +132,29 @@ class ResNetTask:
     def train_on(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
         """One optimizer step on a prepared batch (normalized float inputs on the device)."""
         lr = self.current_lr()
+        if self.graphed_step is not None:
+            loss, correct = self.graphed_step(inputs, labels, lr)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, correct = self._step(inputs, labels)
+        self.scheduler.step()
+        self.step += 1
+        return {"loss": loss, "correct": correct, "images": len(labels), "lr": lr}
+
+    def _step(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward and update: (loss, correct answers), on the device."""
         logits = self._logits(inputs)
         # logits in, log-softmax inside: no softmax before
         loss = F.cross_entropy(logits, labels, label_smoothing=self.config["label_smoothing"])
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
-        return {"loss": loss.detach(), "correct": (logits.argmax(1) == labels).sum(), "images": len(labels), "lr": lr}
+        return loss.detach(), (logits.argmax(1) == labels).sum()
 
     def _logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """float32 logits; on the fast path a copy, since the graph's own output is overwritten by its next replay."""
-        if self.config["fast"] and self.device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config["bf16"]):
+        """float32 logits. No autocast cache: a CUDA graph cannot capture one, and each weight is cast once anyway."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config["bf16"], cache_enabled=False):
             logits = self.forward(inputs)
-        return logits.to(torch.float32, copy=self.config["fast"])
+        return logits.float()
 
     @torch.no_grad()
     def _score(self, data: Dataset) -> tuple[float, float]:
@@ -177,20 +191,22 @@ class ResNetTask:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # this run's kernel choice, whichever path saved the state
+            group.update(self.optimizer_flags)
+        if self.graphed_step is not None:
+            self.graphed_step.reset()  # new momentum buffers: the next step captures anew
         self.scheduler.load_state_dict(state["scheduler"])
         self.augment_generator.set_state(state["augment_generator"])
         self.step = state["step"]
         self._permutation_epoch = None
 
 
-def compile_model(model: torch.nn.Module, device: torch.device):
-    """The fast path's forward: CUDA graphs of inductor's kernels on a GPU, inductor alone on a CPU.
+def compile_model(model: torch.nn.Module):
+    """The model's forward with inductor's generated, fused kernels (on the fast path inside its CUDA graph).
 
     dynamic=False: the train batch, the evaluation batch and a last partial batch each get their own
-    static graph (a handful), rather than one dynamic-shape graph that cannot be captured."""
-    backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
-    mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
-    return torch.compile(model, backend=backend, mode=mode, dynamic=False)
+    specialised kernels (a handful of shapes) rather than dynamic-shape ones."""
+    return torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"), dynamic=False)
 
 
 class ResNetWorkload:

@@ -8,6 +8,8 @@ at its step boundary and exits 75) and continues it with `scripts/resume.py --lo
 epoch `--kill-at` it sends SIGKILL (no save: the steps since the last checkpoint are lost) and continues it
 again. Then it prints the held-out accuracy every `--every` epochs, the final test accuracy, the wall and
 training time, the time per epoch, and each start's time to its first step (from the run's event log).
+Run again on a run that `--deadline` stopped, it continues it with resume.py, sending whichever of the two
+signals is still to come; the figures are the whole run's, the wall time this invocation's.
 """
 import argparse
 import json
@@ -97,12 +99,17 @@ def main(argv=None) -> int:
     legs = [([sys.executable, str(SCRIPTS / "train.py"), *train_args], args.term_at, signal.SIGTERM, 75),
             (resume, args.kill_at, signal.SIGKILL, -signal.SIGKILL),
             (resume, None, None, 0)]
+    done = epochs_done(run) if run.metrics_file.exists() else 0
+    if done:  # a run an earlier deadline stopped: continue it, with the interruptions still to come
+        legs = [(resume, epoch, sig, expected) for _, epoch, sig, expected in legs if epoch is None or epoch > done]
     for command, epoch, sig, expected in legs:
+        if time.monotonic() > deadline:
+            break  # stopped between two legs: resume continues it
         code, seconds, late = train_until(command, run, epoch, sig, log, deadline)
         print(f"{Path(command[1]).name}: exit {code} after {seconds:.1f} s"
               + (" (deadline: SIGTERM)" if late else f" ({sig.name} after epoch {epoch})" if sig else ""),
               file=sys.stderr, flush=True)
-        if late and code == 75:
+        if late and code in (EXIT_STOPPED, -signal.SIGTERM):  # saved at its step, or stopped before it began
             break
         if code != expected:
             raise UserError(f"{Path(command[1]).name} ended with {code}, expected {expected}; see the log")

@@ -1,4 +1,5 @@
-"""The GPU fast path and the recipe presets, on the CPU (the GPU test is tests/test_gpu.py).
+"""The GPU fast path and the recipe presets, on the CPU (the GPU tests are tests/test_gpu.py: CUDA graphs
+cannot be captured on a CPU).
 
 On the CPU, torch.compile traces with the "eager" backend here (RESNET_TEST_COMPILE_BACKEND): the same
 wrapping (a compiled module around the plain one) in seconds instead of inductor's minute."""
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from resnet.config import DEFAULTS, PRESETS, complete
+from resnet.graphed_step import GraphedStep
 from resnet.task import COMPILE_BACKEND_ENV, ResNetTask
 from tests.helpers_runs import SHORT, TINY, call, copy_run, events, final_digest, manifest_entries, status_of
 
@@ -25,7 +27,7 @@ def tiny(**changes) -> dict:
 
 
 def test_fast_path_state_dicts_have_the_plain_modules_keys(traced):
-    fast = ResNetTask(tiny(fast=True, bf16=True, channels_last=True))
+    fast = ResNetTask(tiny(fast=True, compile=True, bf16=True, channels_last=True))
     eager = ResNetTask(tiny())
     # the compiled wrapper's own state dict would carry the prefix: the task saves the plain module's
     assert all(k.startswith("_orig_mod.") for k in fast.forward.state_dict())
@@ -39,6 +41,45 @@ def test_fast_path_state_dicts_have_the_plain_modules_keys(traced):
                                                   strict=True))
     fast.load_state_dict(eager.state_dict())
     assert fast.step == eager.step == 3
+
+
+def test_an_optimizer_state_keeps_the_loading_runs_kernel_choice():
+    """A GPU fast-path checkpoint says fused=True (the graph's SGD kernel); an eager run that loads it keeps
+    its own choice, so its updates stay the ones it made before."""
+    task = ResNetTask(tiny())
+    state = task.state_dict()
+    state["optimizer"]["param_groups"][0]["fused"] = True
+    task.load_state_dict(state)
+    assert task.optimizer.param_groups[0]["fused"] is None and task.optimizer.param_groups[0]["foreach"] is None
+
+
+def test_the_graphs_warm_up_steps_are_undone():
+    """Capturing a CUDA graph needs warm-up steps on the real batch: afterwards the weights, BatchNorm's
+    statistics and the momentum are as before them (in place: the graph keeps their addresses), and a
+    momentum buffer that the warm-up created is zero, which SGD's next step treats as no buffer at all."""
+    task = ResNetTask(tiny())
+    task.train_step()  # momentum buffers exist
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    momentum = {p: task.optimizer.state[p]["momentum_buffer"].clone() for p in task.model.parameters()}
+    addresses = [p.data_ptr() for p in task.model.parameters()]
+    undo = GraphedStep(task.model, task.optimizer, task._step)._undo_record()
+    for _ in range(3):
+        task.train_step()
+    undo()
+    assert [p.data_ptr() for p in task.model.parameters()] == addresses
+    assert all(torch.equal(v, before[k]) for k, v in task.model.state_dict().items())
+    assert all(torch.equal(task.optimizer.state[p]["momentum_buffer"], m) for p, m in momentum.items())
+
+    fresh, twin = ResNetTask(tiny()), ResNetTask(tiny())
+    undo = GraphedStep(fresh.model, fresh.optimizer, fresh._step)._undo_record()
+    fresh.train_step()
+    undo()
+    assert all(not fresh.optimizer.state[p]["momentum_buffer"].any() for p in fresh.model.parameters())
+    fresh.augment_generator.set_state(twin.augment_generator.get_state())
+    fresh.step = 0
+    fresh.train_step(), twin.train_step()  # the same first step, with a zero buffer or none
+    assert all(torch.equal(a, b) for a, b in zip(fresh.model.state_dict().values(), twin.model.state_dict().values(),
+                                                  strict=True))
 
 
 def test_a_fast_run_continues_eager_and_back(tmp_path, traced):
