@@ -17,7 +17,7 @@ import torch
 
 from jobs.errors import UserError
 from jobs.files import write_atomic, write_json_atomic
-from jobs.manifest import MANIFEST, committed_entries
+from jobs.manifest import MANIFEST, committed_entries, verified_bytes
 
 SLOW_WRITE_ENV = "JOBS_TEST_SLOW_WRITE_SECONDS"  # test hook: stretch each write so kills land inside it
 
@@ -239,16 +239,7 @@ class CheckpointStore:
 
     def verify(self, entry: dict) -> bytes:
         """The checkpoint's bytes if their size and sha256 match the entry; ValueError otherwise."""
-        path = self.directory / entry["file"]
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ValueError(f"{entry['file']} is missing") from None
-        if len(data) != entry["size"]:
-            raise ValueError(f"{entry['file']} has {len(data)} bytes, expected {entry['size']} (truncated?)")
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise ValueError(f"{entry['file']} fails its sha256 check (corrupted)")
-        return data
+        return verified_bytes(self.directory, entry)
 
     def load_latest(self, on_fallback=None) -> tuple[dict, dict] | None:
         """(state, entry) of the newest checkpoint that verifies; None if the run has none yet.

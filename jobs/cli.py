@@ -4,7 +4,7 @@ import sys
 
 from jobs.errors import UserError
 from jobs.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
-from jobs.loop import LoopConfig
+from jobs.loop_config import LoopConfig
 from jobs.run_dir import DEFAULT_RUNS_DIR
 
 

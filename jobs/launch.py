@@ -18,18 +18,12 @@ from jobs.loop import LoopConfig, Outcome, Trainer
 from jobs.manifest import committed_entries
 from jobs.progress import Reporter
 from jobs.rng import restore_rng
-from jobs.run_dir import RunDir, check_runs_dir, known_run_ids, resume_command
+from jobs.run_dir import RunDir, check_runs_dir, resume_command, unknown_run_message
 from jobs.signals import StopFlag
 from jobs.startup import StartupClock, use_compile_cache
 from jobs.task import load_workload
 
 NEW, RESUME, RESUME_IF_EXISTS = "new", "resume", "resume-if-exists"
-
-
-def unknown_run_message(runs_dir: Path, run_id: str) -> str:
-    known = known_run_ids(runs_dir)
-    listing = ", ".join(known) if known else "none"
-    return f"no run {run_id!r} in {runs_dir}; known runs: {listing}"
 
 
 def config_changes(frozen: dict, given: dict, safe: frozenset, overrides: set) -> dict:
@@ -99,7 +93,7 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the run directory {run.path}: {e.strerror}") from None
-    lock = RunLock(run.path, slurm_job_running=slurm.job_is_running)
+    lock = RunLock(run.path, slurm_job_running=slurm.job_is_running, warn=reporter.warn)
     # Signals are caught from here on; TERM that SLURM sends after our own requeue finds the flag too.
     with StopFlag() as stop:
         try:

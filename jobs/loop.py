@@ -4,14 +4,15 @@ import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
 from jobs.checkpoint import BackgroundWriter, CheckpointStore, NonFiniteCheckpoint
-from jobs.exit_codes import DEFAULT_MAX_CRASH_RETRIES
+from jobs.loop_config import LoopConfig  # noqa: F401  (re-exported: jobs.loop.LoopConfig)
 from jobs.memory import OUT_OF_MEMORY, out_of_memory_text
 from jobs.progress import Reporter
+from jobs.readable import readable, readable_fields
 from jobs.rng import capture_rng
 from jobs.run_dir import RunDir, slurm_job_id
 from jobs.signals import StopFlag
@@ -19,22 +20,6 @@ from jobs.startup import StartupClock
 from jobs.step_file import StepFile
 from jobs.task import Task
 from jobs.write_failures import describe
-
-
-@dataclass
-class LoopConfig:
-    checkpoint_every_steps: int | None = None  # also at every epoch end; whichever comes first
-    checkpoint_every_seconds: float | None = 600.0
-    eval_every_epochs: int = 1
-    keep_last: int = 3
-    keep_every_epochs: int | None = None  # also keep every N-th epoch's checkpoint
-    status_every_seconds: float = 10.0
-    max_requeues: int = 200  # SLURM self-requeues before giving up (see jobs.slurm)
-    max_crash_retries: int = DEFAULT_MAX_CRASH_RETRIES  # requeues after the trainer crashed (jobs.supervise)
-    stop_on_nonfinite: bool = True  # a NaN/inf loss stops the run as diverged (--allow-nonfinite: off)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -288,8 +273,7 @@ class Trainer:
                 self.state["best_metric"] = metric
         self.state["history"].append(record)
         self.run.write_metrics(self.state["history"])
-        shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in record.items() if k not in ("time", "epoch", "step"))
+        shown = readable_fields(record, skip=("time", "epoch", "step"))
         self.reporter.end_epoch(f"epoch {self.epoch}/{self.epochs} step {self.task.step} {shown}")
         if self.task.step < self.task.total_steps:  # the last epoch is saved as the final checkpoint
             self.save(epoch_end=True, metric=metric)
@@ -335,7 +319,7 @@ class Trainer:
                        **({"message": message} if message else {}))
         if not ok:
             return Outcome(finished=True, step=self.task.step, checkpoint_ok=False, extra=final, message=message)
-        shown = " ".join(f"{k} {100 * v:.2f}%" if "accuracy" in k else f"{k} {v:.4f}" for k, v in final.items())
+        shown = ", ".join(f"{k} {readable(k, v)}" for k, v in final.items())
         best = self.state["best_metric"]
         best_text = f", best {self.primary_metric} {100 * best:.2f}%" if best is not None else ""
         self.reporter.message(f"finished run {self.run.run_id}: step {self.task.step}{best_text}, {shown}")

@@ -2,6 +2,7 @@
 
 `manifest.json` lists the complete checkpoints; each checkpoint also has a sidecar `<file>.json` with
 the same entry, from which a lost or corrupt manifest is rebuilt (jobs.checkpoint writes both)."""
+import hashlib
 from pathlib import Path
 
 from jobs.files import read_json
@@ -39,3 +40,17 @@ def committed_step(directory: Path) -> int | None:
     except OSError:
         return None
     return max((e["step"] for e in entries), default=None)
+
+
+def verified_bytes(directory: Path, entry: dict) -> bytes:
+    """The checkpoint's bytes if their size and sha256 match its entry; ValueError otherwise."""
+    path = Path(directory) / entry["file"]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{entry['file']} is missing") from None
+    if len(data) != entry["size"]:
+        raise ValueError(f"{entry['file']} has {len(data)} bytes, expected {entry['size']} (truncated?)")
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ValueError(f"{entry['file']} fails its sha256 check (corrupted)")
+    return data

@@ -146,3 +146,9 @@ def known_run_ids(runs_dir: Path) -> list[str]:
     if not runs_dir.is_dir():
         return []
     return sorted(p.name for p in runs_dir.iterdir() if (p / "config.json").exists())
+
+
+def unknown_run_message(runs_dir: Path, run_id: str) -> str:
+    known = known_run_ids(runs_dir)
+    listing = ", ".join(known) if known else "none"
+    return f"no run {run_id!r} in {runs_dir}; known runs: {listing}"

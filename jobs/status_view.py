@@ -6,6 +6,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from jobs.readable import readable
+
 STATE_STYLE = {"running": "green", "queued": "cyan", "completed": "bold blue", "stopped": "yellow",
                "stale": "magenta", "failed": "bold red", "new": "dim"}
 
@@ -34,6 +36,31 @@ def _field(key: str, value) -> str:
     if key.endswith("accuracy"):
         return _pct(value)
     return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """The values as one line of block characters, low to high (at most `width`: evenly sampled)."""
+    if len(values) > width:
+        values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
+    low, high = min(values), max(values)
+    scale = (len(BARS) - 1) / (high - low) if high > low else 0
+    return "".join(BARS[round((v - low) * scale)] for v in values)
+
+
+def accuracy_curve(metrics: list[dict]) -> Text | None:
+    """The held-out accuracy per evaluated epoch, as a small in-terminal curve with its first, last and best."""
+    points = [(m["epoch"], m["val_accuracy"]) for m in metrics if m.get("val_accuracy") is not None]
+    if not points:
+        return None
+    best_epoch, best = max(points, key=lambda p: p[1])
+    text = Text("validation accuracy ", style="bold")
+    text.append(sparkline([v for _, v in points]), style="green")
+    text.append(f"  {_pct(points[0][1])} → {_pct(points[-1][1])} (epochs {points[0][0]}–{points[-1][0]}), "
+                f"best {_pct(best)} at epoch {best_epoch}")
+    return text
 
 
 def _epoch_cell(run: dict):
@@ -78,7 +105,7 @@ def run_detail(run: dict, events: list[dict], metrics: list[dict]) -> Group:
         event_table.add_row(time.strftime("%m-%d %H:%M:%S", time.localtime(e["time"])), e["event"],
                             str(e.get("step")), str(e.get("host")), str(e.get("pid")),
                             str(e.get("slurm_job_id") or "-"),
-                            ", ".join(f"{k}={v}" for k, v in details.items()))
+                            ", ".join(f"{k}={readable(k, v)}" for k, v in details.items()))
     metric_table = Table(title="per-epoch metrics", header_style="bold")
     for column in ("epoch", "step", "train loss", "train acc", "val acc", "lr", "img/s", "epoch time"):
         metric_table.add_column(column, justify="right")
@@ -86,7 +113,8 @@ def run_detail(run: dict, events: list[dict], metrics: list[dict]) -> Group:
         metric_table.add_row(str(m["epoch"]), str(m["step"]), f"{m['train_loss']:.4f}", _pct(m.get("train_accuracy")),
                              _pct(m.get("val_accuracy")), f"{m['lr']:.4g}" if m.get("lr") is not None else "-",
                              f"{m['images_per_sec']:.0f}", _duration(m.get("epoch_seconds")))
-    items = [fields, event_table, metric_table]
+    curve = accuracy_curve(metrics)
+    items = [fields, *([curve] if curve else []), event_table, metric_table]
     if run.get("hint"):
         items.insert(1, Text(run["hint"], style="yellow"))
     return Group(*items)

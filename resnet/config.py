@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="train on 50k, evaluate on the 10k test images (better: on)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--fast", action="store_true",
-                   help="GPU fast path: bf16 autocast, channels_last, the whole training step replayed as one CUDA graph")
+                   help="GPU fast path: bf16 autocast, channels_last, each training step replayed as one CUDA graph")
     g.add_argument("--compile", action="store_true",
                    help="the model's kernels generated and fused by torch.compile (compilation cached in the runs dir)")
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")

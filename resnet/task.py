@@ -157,10 +157,10 @@ class ResNetTask:
         return logits.float()
 
     @torch.no_grad()
-    def _score(self, data: Dataset) -> tuple[float, float]:
+    def confusion(self, data: Dataset) -> tuple[torch.Tensor, float]:
+        """(confusion matrix: a row per true class, a column per predicted one; the mean loss) over `data`."""
         self.model.eval()
-        correct = torch.zeros((), device=self.device)
-        loss = torch.zeros((), device=self.device)
+        confusion, loss = None, torch.zeros((), device=self.device)
         for start in range(0, len(data), EVAL_BATCH):
             images = data.images[start:start + EVAL_BATCH].to(self.device)
             labels = data.labels[start:start + EVAL_BATCH].to(self.device)
@@ -169,9 +169,16 @@ class ResNetTask:
             if self.config["eval_flip"]:  # the mirror image is as likely as the image: average both
                 logits = (logits + self._logits(inputs.flip(3))) / 2
             loss += F.cross_entropy(logits, labels, reduction="sum")
-            correct += (logits.argmax(1) == labels).sum()
+            classes = logits.shape[1]
+            # one-hot products count (true, predicted) pairs: exact, and deterministic on a GPU (bincount is not)
+            pairs = F.one_hot(labels, classes).T.float() @ F.one_hot(logits.argmax(1), classes).float()
+            confusion = pairs if confusion is None else confusion + pairs
         self.model.train()
-        return correct.item() / len(data), loss.item() / len(data)
+        return confusion.round().long().cpu(), loss.item() / len(data)
+
+    def _score(self, data: Dataset) -> tuple[float, float]:
+        confusion, loss = self.confusion(data)
+        return confusion.trace().item() / len(data), loss
 
     def evaluate(self) -> dict:
         accuracy, loss = self._score(self.val_set)

@@ -15,11 +15,10 @@ from jobs.signals import catch_early
 catch_early()  # before the slow imports: a SLURM USR2 during start-up must not kill the job
 
 from jobs import slurm  # noqa: E402
-from jobs.checkpoint import CheckpointStore  # noqa: E402
 from jobs.cli import add_run_arguments, positive_int, run_main  # noqa: E402
 from jobs.errors import UserError  # noqa: E402
-from jobs.launch import RESUME, launch, unknown_run_message  # noqa: E402
-from jobs.run_dir import RunDir, check_runs_dir  # noqa: E402
+from jobs.manifest import committed_entries, verified_bytes  # noqa: E402
+from jobs.run_dir import RunDir, check_runs_dir, unknown_run_message  # noqa: E402
 
 
 def resubmit(args, run: RunDir) -> int:
@@ -44,9 +43,9 @@ def resubmit(args, run: RunDir) -> int:
     return 0
 
 
-def _verifies(store: CheckpointStore, entry: dict) -> bool:
+def _verifies(run: RunDir, entry: dict) -> bool:
     try:
-        store.verify(entry)
+        verified_bytes(run.path, entry)
     except ValueError:
         return False
     return True
@@ -61,15 +60,16 @@ def main(argv=None) -> int:
     run = RunDir(check_runs_dir(args.runs_dir), args.run_id)
     if not run.exists():
         raise UserError(unknown_run_message(args.runs_dir, args.run_id))
-    store = CheckpointStore(run.path, warn=lambda _: None)
-    newest = (store.entries() or [{}])[-1]
+    newest = (committed_entries(run.path) or [{}])[-1]
     # "finished" only if the final checkpoint verifies: a corrupt one must go through launch, which falls
     # back to the previous good checkpoint and redoes the last steps (DESIGN invariant 3)
-    if newest.get("final") and not args.epochs and _verifies(store, newest):
+    if newest.get("final") and not args.epochs and _verifies(run, newest):
         print(f"run {run.run_id} is already finished (step {newest['step']}); pass --epochs N to extend it")
         return 0
     if not args.local and slurm.available() and (run.read_config().get("job") or {}).get("slurm_job_id"):
         return resubmit(args, run)
+    from jobs.launch import RESUME, launch  # torch, and the workload: only when there is training to do
+
     overrides = {"epochs": args.epochs} if args.epochs else {}
     return launch(None, None, args.runs_dir, args.run_id, mode=RESUME, overrides=overrides, force=args.force)
 

@@ -17,8 +17,7 @@ from rich.live import Live
 
 from jobs.cli import positive_float, run_main
 from jobs.errors import UserError
-from jobs.launch import unknown_run_message
-from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, validate_run_id
+from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, unknown_run_message, validate_run_id
 from jobs.status import collect
 from jobs.status_view import run_detail, runs_table
 

@@ -1,5 +1,7 @@
 """One writer per run (DESIGN invariant 5): real trainers racing for one run, real lock holders that are
 alive or SIGKILLed, holders on another host or in a finished SLURM job, and --force."""
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -36,14 +38,19 @@ CUT = LONG_STEPS - 1
 # takes the OS lock first and writes its holder record only after a pause, as a trainer does for a
 # moment between the two; it prints once it holds the OS lock.
 HOLDER = """
-import os, socket, sys, time
+import errno, fcntl, os, socket, sys, time
 from jobs.files import write_json_atomic
 from jobs.lock import RunLock
+if os.environ.get("NO_FLOCK"):  # a filesystem without flock, as Lustre mounted without -o flock
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+    fcntl.flock = no_flock
 lock = RunLock(sys.argv[1])
 if sys.argv[2] == "record":
     lock.acquire()
     print("holding", flush=True)
 else:
+    lock._lock = lock._os_lock()
     lock._lock.acquire()
     print("holding", flush=True)
     time.sleep(float(sys.argv[3]))
@@ -53,9 +60,9 @@ time.sleep(120)
 """
 
 
-def hold(run_path, mode="record", pause=0.0) -> subprocess.Popen:
+def hold(run_path, mode="record", pause=0.0, **env) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_path), mode, str(pause)], cwd=REPO,
-                            env=clean_env(), stdout=subprocess.PIPE, text=True)
+                            env=clean_env(**env), stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "holding\n"
     return proc
 
@@ -172,3 +179,32 @@ def test_holder_in_a_finished_slurm_job_is_broken(tmp_path, reference):
     assert code == 0, err
     (broken,) = events(path, "lock-broken")
     assert broken["holder"] == record and broken["forced"] is False
+
+
+def test_without_flock_the_lock_is_an_exclusive_file_and_a_killed_holders_is_broken(tmp_path, reference,
+                                                                                     monkeypatch):
+    """flock() failing with ENOSYS (Lustre without -o flock): one warning that says why, a live holder
+    still refuses a second trainer, and the exclusive-create file a SIGKILLed holder leaves behind is
+    broken because its pid is dead; the run then ends bit-equal to the reference."""
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    path = copy_run(reference, tmp_path, cut_at=CUT)
+    holder = hold(path, NO_FLOCK="1")
+    try:
+        assert (path / "lock.excl").exists()
+        code, out, refused = resume(tmp_path)
+        assert code == 3, refused
+        assert f"error: run 'ref': run is in use by pid {holder.pid} on host {HOST}" in refused
+    finally:
+        end(holder)  # SIGKILL: lock.excl and lock.json stay behind
+    assert (path / "lock.excl").exists()
+    code, out, err = resume(tmp_path)
+    assert code == 0, err
+    warnings = [line for line in (refused + err).splitlines() if "does not support flock()" in line]
+    assert len(warnings) == 1 and "Lustre" in warnings[0] and "lock.excl" in warnings[0]
+    assert f"warning: broke the lock left by pid {holder.pid} on {HOST}" in err
+    (broken,) = events(path, "lock-broken")
+    assert broken["holder"]["pid"] == holder.pid and broken["forced"] is False
+    assert final_digest(path) == reference.digest
+    assert not (path / "lock.excl").exists() and not (path / "lock.json").exists()  # released at the end

@@ -2,6 +2,8 @@
 import json
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -115,3 +117,17 @@ def test_run_state_rules():
     assert run_state({"state": "stopped"}, None, now)[0] == "stopped"
     assert run_state({}, None, now)[0] == "new"
     assert run_state({"state": "completed"}, None, now) == ("completed", None)
+
+
+def test_status_and_resume_of_a_finished_run_do_not_import_torch(lifecycle):
+    """Importing torch is most of what status.py would cost (seconds on a small machine, at every --watch
+    refresh or scripted call); status.py, and resume.py on a run that has finished, never need it."""
+    runs = str(lifecycle["runs"])
+    for argv in (["scripts/status.py", "--runs-dir", runs], ["scripts/status.py", "--runs-dir", runs, "--json"],
+                 ["scripts/status.py", "--runs-dir", runs, "--run-id", "st"],
+                 ["scripts/resume.py", "--runs-dir", runs, "--run-id", "st", "--local"]):
+        probe = (f"import runpy, sys\nsys.argv = {argv!r}\ntry:\n    runpy.run_path({argv[0]!r}, run_name='__main__')\n"
+                 "except SystemExit as e:\n    code = e.code\nprint('exit', code, 'torch', 'torch' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+        assert done.stdout.splitlines()[-1] == "exit 0 torch False", (argv, done.stdout[-300:], done.stderr[-300:])
+    assert "is already finished" in done.stdout

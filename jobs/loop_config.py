@@ -1,0 +1,20 @@
+"""The loop's settings: cadence, retention, requeue limits (torch-free: the command-line parsers read them)."""
+from dataclasses import asdict, dataclass
+
+from jobs.exit_codes import DEFAULT_MAX_CRASH_RETRIES
+
+
+@dataclass
+class LoopConfig:
+    checkpoint_every_steps: int | None = None  # also at every epoch end; whichever comes first
+    checkpoint_every_seconds: float | None = 600.0
+    eval_every_epochs: int = 1
+    keep_last: int = 3
+    keep_every_epochs: int | None = None  # also keep every N-th epoch's checkpoint
+    status_every_seconds: float = 10.0
+    max_requeues: int = 200  # SLURM self-requeues before giving up (see jobs.slurm)
+    max_crash_retries: int = DEFAULT_MAX_CRASH_RETRIES  # requeues after the trainer crashed (jobs.supervise)
+    stop_on_nonfinite: bool = True  # a NaN/inf loss stops the run as diverged (--allow-nonfinite: off)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

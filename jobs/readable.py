@@ -1,0 +1,26 @@
+"""Numbers as people read them in log lines and event details (the JSON files keep full precision)."""
+
+
+def readable(key: str, value) -> str:
+    """`value` of field `key`, rounded by what it measures: accuracy as a percentage, losses to 4 digits,
+    image rates whole, seconds to 2 decimals; nested dicts inline."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={readable(k, v)}" for k, v in value.items()) + "}"
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if key.endswith("accuracy"):
+        return f"{100 * value:.2f}%"
+    if key.endswith("loss"):
+        return f"{value:.4f}"
+    if key.endswith(("per_sec", "img_s")):
+        return f"{value:.0f}"
+    if key == "seconds" or key.endswith("_seconds"):
+        return f"{value:.2f}"
+    return f"{value:.4g}"
+
+
+def readable_fields(record: dict, skip: tuple = ()) -> str:
+    """`key value key value ...`: a plain, greppable line."""
+    return " ".join(f"{key} {readable(key, value)}" for key, value in record.items() if key not in skip)

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Curves and a results table for runs: what goes into a report.
+
+    python scripts/report.py r32-paper r32-better --output report.png
+    python scripts/report.py --all --runs-dir checkpoints
+
+Prints a Markdown table (run, model, epochs, best validation accuracy, test accuracy, wall time,
+training time, restarts, img/s) and writes one PNG with the training loss, the validation accuracy and
+the learning rate against the epoch, one line per run, each restart marked on its curves. Plotting
+needs matplotlib (`pip install -e '.[plot]'`); without it the table is printed and the plot skipped.
+Reads the runs' JSON files only (no torch, no lock).
+"""
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from jobs.cli import run_main
+from jobs.errors import UserError
+from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, known_run_ids, unknown_run_message
+
+PANELS = (("train_loss", "training loss"), ("val_accuracy", "validation accuracy (%)"), ("lr", "learning rate"))
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _hours(seconds) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
+def run_figures(run: RunDir) -> dict:
+    """What the table and the plot show of one run, from its metrics, events and status."""
+    metrics = list({m["epoch"]: m for m in run.metrics()}.values())  # a redone epoch: its last record
+    events = run.events()
+    status = run.read_status()
+    config = run.read_config()
+    steps_per_epoch = metrics[-1]["step"] / metrics[-1]["epoch"] if metrics else None
+    restarts = [e["step"] / steps_per_epoch for e in events if e["event"] == "resume" and steps_per_epoch]
+    starts = [e["time"] for e in events if e["event"] == "start"]
+    ends = [e["time"] for e in events if e["event"] in ("finish", "stop", "error", "diverged")]
+    validation = [m["val_accuracy"] for m in metrics if m.get("val_accuracy") is not None]
+    return {
+        "run": run.run_id, "model": status.get("model") or "-", "epochs": len(metrics),
+        "epochs_planned": status.get("epochs", config.get("task", {}).get("epochs")),
+        "best_val": max(validation, default=None), "test": status.get("test_accuracy"),
+        "wall_seconds": (max(ends) - min(starts)) if starts and ends else None,
+        "train_seconds": sum(m.get("epoch_seconds", 0) for m in metrics) or None,
+        "restarts": len(restarts), "restart_epochs": restarts,
+        "img_s": statistics.median(m["images_per_sec"] for m in metrics) if metrics else None,
+        "metrics": metrics,
+    }
+
+
+def markdown_table(runs: list[dict]) -> str:
+    columns = ("run", "model", "epochs", "best validation", "test accuracy", "wall time", "training time",
+               "restarts", "img/s")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in runs:
+        img_s = "-" if r["img_s"] is None else f"{r['img_s']:,.0f}"
+        lines.append(f"| {r['run']} | {r['model']} | {r['epochs']}/{r['epochs_planned']} | {_pct(r['best_val'])} | "
+                     f"{_pct(r['test'])} | {_hours(r['wall_seconds'])} | {_hours(r['train_seconds'])} | "
+                     f"{r['restarts']} | {img_s} |")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], output: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on a compute node
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(15, 4.2), dpi=100)
+    for r in runs:
+        for ax, (key, _) in zip(axes, PANELS, strict=True):
+            points = [(m["epoch"], m[key]) for m in r["metrics"] if m.get(key) is not None]
+            if not points:
+                continue
+            epochs, values = zip(*points, strict=True)
+            values = [100 * v for v in values] if key == "val_accuracy" else list(values)
+            (line,) = ax.plot(epochs, values, label=r["run"])
+            for restart in r["restart_epochs"]:  # where the run was resumed: a marker on its own curve
+                nearest = min(range(len(epochs)), key=lambda i: abs(epochs[i] - restart))
+                ax.plot(epochs[nearest], values[nearest], marker="v", color=line.get_color(), markersize=7)
+    for ax, (key, label) in zip(axes, PANELS, strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        if key == "lr":
+            ax.set_yscale("log")
+    axes[0].legend(title="run (▼ restart)", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(output)
+    plt.close(figure)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    parser.add_argument("--all", action="store_true", help="every run under --runs-dir")
+    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help=f"root of all runs (default: {DEFAULT_RUNS_DIR}/)")
+    parser.add_argument("--output", type=Path, default=Path("report.png"), help="the PNG (default: report.png)")
+    args = parser.parse_args(argv)
+    runs_dir = check_runs_dir(args.runs_dir)
+    if args.all == bool(args.run_ids):
+        raise UserError("name the runs to report (RUN_ID ...), or pass --all for every run, not both")
+    if not args.output.parent.is_dir():
+        raise UserError(f"--output: no directory {args.output.parent}")
+    run_ids = known_run_ids(runs_dir) if args.all else args.run_ids
+    if not run_ids:
+        raise UserError(f"no runs in {runs_dir}")
+    runs = []
+    for run_id in run_ids:
+        run = RunDir(runs_dir, run_id)
+        if not run.exists():
+            raise UserError(unknown_run_message(runs_dir, run_id))
+        runs.append(run_figures(run))
+    print(markdown_table(runs))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("no plot: matplotlib is not installed (pip install -e '.[plot]')", file=sys.stderr)
+        return 0
+    plot(runs, args.output)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

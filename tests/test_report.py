@@ -1,0 +1,61 @@
+"""scripts/report.py (the curves and the results table) and status.py's in-terminal accuracy curve."""
+import struct
+import sys
+
+import pytest
+
+from jobs.status_view import sparkline
+from tests.helpers_runs import LONG_STEPS, call, copy_run
+
+pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
+pytestmark = pytest.mark.usefixtures("hermetic")
+
+
+@pytest.fixture
+def two_runs(tmp_path, reference):
+    """The reference run, and a copy of it under another id that was cut and resumed once."""
+    copy_run(reference, tmp_path)
+    resumed = copy_run(reference, tmp_path / "other", cut_at=LONG_STEPS - 14)  # an epoch end: kept
+    resumed.rename(tmp_path / "cut")
+    code, out, err = call("resume", "--run-id", "cut", "--runs-dir", tmp_path, "--local")
+    assert code == 0, err
+    return tmp_path
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", data[:16]
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_writes_one_png_and_a_table_row_per_run(two_runs):
+    output = two_runs / "report.png"
+    code, out, err = call("report", "ref", "cut", "--runs-dir", two_runs, "--output", output)
+    assert code == 0, err
+    data = output.read_bytes()
+    assert png_size(data) == (1500, 420) and 20_000 < len(data) < 1_000_000
+    rows = [line for line in out.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| ref", "| cut"]
+    assert [row.split(" | ")[7] for row in rows] == ["0", "1"]  # the restarts column
+    assert all("resnet-8 standard" in row and "10/10" in row for row in rows)
+
+
+def test_without_matplotlib_the_table_comes_and_the_plot_is_explained(two_runs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    code, out, err = call("report", "--all", "--runs-dir", two_runs, "--output", two_runs / "r.png")
+    assert code == 0, err
+    assert "| ref |" in out and "| cut |" in out
+    assert "no plot: matplotlib is not installed (pip install -e '.[plot]')" in err
+    assert not (two_runs / "r.png").exists()
+
+
+def test_sparkline_spans_the_blocks_from_lowest_to_highest():
+    assert sparkline([0.1, 0.5, 0.9]) == "▁▅█"
+    assert sparkline([0.3, 0.3]) == "▁▁"
+    assert len(sparkline([i / 200 for i in range(200)], width=60)) == 60
+
+
+def test_status_of_one_run_shows_its_accuracy_curve(two_runs):
+    code, out, err = call("status", "--run-id", "ref", "--runs-dir", two_runs)
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("validation accuracy "))
+    assert "best" in line and "(epochs 1–10)" in line
