@@ -73,9 +73,12 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
     frozen = run.read_config() if exists else None
     workload_ref = workload_ref or frozen["workload"]
     workload = load_workload(workload_ref)
+    # a workload may fill in the fields a config leaves out (its defaults), and those added since a run was
+    # frozen (as that run had them): both sides are completed before they are compared, and frozen whole
+    complete = getattr(workload, "complete", lambda config: config)
+    task_config = None if task_config is None else complete(task_config)
     if exists:
-        # a workload may fill in fields added since the run was frozen, as that run had them
-        frozen["task"] = getattr(workload, "complete", lambda config: config)(frozen["task"])
+        frozen["task"] = complete(frozen["task"])
         given = dict(frozen["task"]) if task_config is None else dict(task_config)
         given.update(overrides)
         changes = config_changes(frozen["task"], given, workload.safe_to_change, set(overrides))

@@ -113,8 +113,12 @@ class RunDir:
             del pending[:-MAX_PENDING_EVENTS]
         return record
 
-    def events(self) -> list[dict]:
-        return read_json_lines(self.events_file)
+    def events(self, kind: str | None = None) -> list[dict]:
+        """The run's events, or only those of one kind (parsing only their lines: events are written with
+        sorted keys, so each line holds `"event": "<kind>"`)."""
+        if kind is None:
+            return read_json_lines(self.events_file)
+        return [e for e in read_json_lines(self.events_file, containing=f'"event": "{kind}"') if e.get("event") == kind]
 
     def write_metrics(self, records: list[dict]) -> bool:
         """The per-epoch records, rewritten whole: a write that failed is made good by the next one."""
@@ -142,10 +146,10 @@ def resume_command(run_id: str, runs_dir: Path) -> str:
 
 
 def known_run_ids(runs_dir: Path) -> list[str]:
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
+    if not os.path.isdir(runs_dir):
         return []
-    return sorted(p.name for p in runs_dir.iterdir() if (p / "config.json").exists())
+    with os.scandir(runs_dir) as entries:  # plain strings: status.py lists thousands of runs
+        return sorted(e.name for e in entries if e.is_dir() and os.path.exists(os.path.join(e.path, "config.json")))
 
 
 def unknown_run_message(runs_dir: Path, run_id: str) -> str:

@@ -60,7 +60,7 @@ def run_summary(run: RunDir, status: dict, config: dict, queue: dict | None, now
     state, hint = run_state(status, slurm_info if queue is not None else None, now)
     task = config.get("task", {})
     steps = status.get("total_steps")
-    resumes = [e for e in run.events() if e["event"] == "resume"]
+    resumes = run.events("resume")
     return {
         "run_id": run.run_id, "model": status.get("model"), "state": state,
         "hint": hint.format(run_id=run.run_id) if hint else None,

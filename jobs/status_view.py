@@ -7,22 +7,10 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs.readable import readable
+from jobs.status_table import COLUMNS, RIGHT, _duration, _pct, run_cells
 
 STATE_STYLE = {"running": "green", "queued": "cyan", "completed": "bold blue", "stopped": "yellow",
                "stale": "magenta", "failed": "bold red", "new": "dim"}
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _field(key: str, value) -> str:
@@ -71,19 +59,15 @@ def _epoch_cell(run: dict):
 
 def runs_table(runs: list[dict]) -> Table:
     table = Table(title=f"runs ({time.strftime('%H:%M:%S')})", header_style="bold")
-    for column in ("run", "model", "state", "epoch", "step", "best acc", "last acc", "img/s", "ETA",
-                   "restarts", "ckpt age", "SLURM job"):
-        table.add_column(column, justify="right" if column in ("step", "img/s", "restarts") else "left",
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in RIGHT else "left",
                          # in a narrow terminal the run id folds whole rather than end in "…"
                          overflow="fold" if column == "run" else "ellipsis", no_wrap=column == "state")
     for run in runs:
-        job = run["slurm_job_id"] or "-"
-        if run["slurm_state"]:
-            job += f" {run['slurm_state']}"
-        table.add_row(run["run_id"], run["model"] or "-", Text(run["state"], style=STATE_STYLE.get(run["state"], "")),
-                      _epoch_cell(run), str(run["step"]), _pct(run["best_accuracy"]), _pct(run["last_accuracy"]),
-                      f"{run['images_per_sec']:.0f}" if run["images_per_sec"] else "-", _duration(run["eta_seconds"]),
-                      str(run["restarts"]), _duration(run["checkpoint_age_seconds"]), job)
+        cells = [Text(cell) for cell in run_cells(run)]  # Text: no markup parsing of run ids
+        cells[2].stylize(STATE_STYLE.get(run["state"], ""))
+        cells[3] = _epoch_cell(run)
+        table.add_row(*cells)
     return table
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -569,10 +570,41 @@ def drive_requeue_cap(ctx: Ctx) -> dict:
     return res
 
 
+def drive_example_workload(ctx: Ctx) -> dict:
+    """examples/char_lm.py, a workload that is not the ResNet, through scripts/run.py in a batch job the way
+    the batch scripts run a trainer: USR2 by hand once it trains; it saves, requeues itself and finishes.
+    Its reference: the same run, uninterrupted, here."""
+    t0 = time.monotonic()
+    text = ctx.out / "example-text.txt"
+    text.write_text(" ".join(f"word{i % 37} step{i % 11}" for i in range(3000)))
+    config = json.dumps({"text": str(text), "context": 16, "batch_size": 8, "embed": 16, "hidden": 32,
+                         "steps_per_epoch": 30, "epochs": 4})
+    run_args = ["--workload", "examples.char_lm:WORKLOAD", "--config", config, "--runs-dir", str(ctx.runs),
+                "--checkpoint-every-steps", "5"]
+    trainer = [PY, "scripts/run.py", *run_args, "--run-id", "e2e-example", "--resume-if-exists"]
+    job = sbatch(["--job-name=e2e-example", "--time=5", "--cpus-per-task=1", "--gres=gpu:0", "--mem=1G", "--requeue",
+                  "--open-mode=append", f"--output={ctx.out}/e2e-example-%j.out",
+                  "--wrap", "trap '' USR2; exec " + shlex.join([PY, "-m", "jobs.supervise", "--", *trainer])],
+                 ctx.sbatch_env(paced=True), cwd=REPO)
+    SUBMITTED.append(job)
+    run_dir = ctx.runs / "e2e-example"
+    res = {"job": job, "run_dir": run_dir, "outputs": [ctx.out / f"e2e-example-{job}.out"]}
+    wait_for(lambda: kinds(run_dir, "first-step"), 180, what="the example's first step")
+    signal_batch(job, "USR2", ctx.env)
+    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
+    res["wall"] = time.monotonic() - t0
+    res["final"] = status_json(ctx.runs, "e2e-example", ctx.env)
+    done = script(["scripts/run.py", *run_args, "--run-id", "ref-example"], ctx.env)
+    assert done.returncode == 0, done.stderr
+    res["reference"] = status_json(ctx.runs, "ref-example", ctx.env)
+    return res
+
+
 @pytest.fixture(scope="module")
 def stops_phase(ctx, refs):
     return run_phase({"scancel": drive_scancel, "sigkill": drive_sigkill, "cap": drive_requeue_cap,
-                      "crash-cap": drive_crash_cap, "diverged": drive_diverged}, ctx)
+                      "crash-cap": drive_crash_cap, "diverged": drive_diverged, "example": drive_example_workload},
+                     ctx)
 
 
 def test_scancel_then_resume_py(stops_phase, refs):
@@ -678,3 +710,19 @@ def test_requeue_cap_stops_requeuing(stops_phase):
     assert res["final"]["state"] == "stopped" and res["final"]["slurm_state"] == "FAILED", res["final"]
     last_stop = [e for e in events if e["event"] == "stop"][-1]
     assert last_stop["checkpoint_ok"] and res["final"]["last_checkpoint_step"] == last_stop["step"], why
+
+
+def test_another_workload_requeues_itself_to_the_end(stops_phase):
+    """jobs/ is generic: examples/char_lm.py, not the ResNet, stops on USR2 in its batch job, requeues itself
+    and finishes, with the weights of the uninterrupted run."""
+    res = stops_phase["example"].result()
+    events = read_events(res["run_dir"])
+    requeues = [e for e in events if e["event"] == "requeue"]
+    res["requeues"] = len(requeues)
+    report("examples/char_lm.py via scripts/run.py", res, jobs=res["job"], stop_resume_steps=lost_steps(events))
+    why = explain(res)
+    assert res["info"]["JobState"] == "COMPLETED" and res["info"]["Restarts"] == "1", brief(res["info"]) + why
+    assert [e["signal"] for e in requeues] == ["SIGUSR2"], why
+    final = res["final"]
+    assert final["state"] == "completed" and final["model"] == "char-gru-32" and final["restarts"] == 1, final
+    assert final["model_digest"] == res["reference"]["model_digest"], why

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Train any workload as a resumable run: the generic entry point (scripts/train.py is the ResNet's own).
+
+    python scripts/run.py --workload examples.char_lm:WORKLOAD --config examples/char_lm.json --run-id lm
+    python scripts/run.py --workload mypackage.task:WORKLOAD --config '{"epochs": 3}' --run-id mine
+
+--workload names the workload object as "module:ATTRIBUTE" (jobs.task.Workload: it validates a config
+and builds the task); --config is a JSON file or a JSON object. Everything else — checkpoints,
+signals, requeues, status.py, resume.py, sbatch and submitit — is the same as for the ResNet.
+"""
+import argparse
+import json
+from pathlib import Path
+
+from jobs.signals import catch_early
+
+catch_early()  # before the slow imports: a SLURM USR2 during start-up must not kill the job
+
+from jobs.cli import add_loop_arguments, add_run_arguments, loop_config_from_args, run_main  # noqa: E402
+from jobs.errors import UserError  # noqa: E402
+from jobs.launch import NEW, RESUME_IF_EXISTS, launch  # noqa: E402
+from jobs.task import load_workload  # noqa: E402
+
+
+def read_config(text: str) -> dict:
+    """A JSON object given inline, or the path of a file holding one."""
+    source = text if text.lstrip().startswith("{") else None
+    if source is None:
+        try:
+            source = Path(text).read_text()
+        except OSError as e:
+            raise UserError(f"--config: cannot read {text} ({e.strerror})") from None
+    try:
+        config = json.loads(source)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--config: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise UserError("--config: a JSON object is needed")
+    return config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", required=True, help='"module:ATTRIBUTE", e.g. examples.char_lm:WORKLOAD')
+    parser.add_argument("--config", default="{}", help="a JSON file, or a JSON object (default: {})")
+    add_run_arguments(parser, run_id_required=True)
+    parser.add_argument("--resume-if-exists", action="store_true",
+                        help="continue the run if it exists, start it otherwise (what a requeued job needs)")
+    parser.add_argument("--override", action="append", default=[],
+                        help="allow this config field to differ from the run being resumed (if the workload allows)")
+    add_loop_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        workload = load_workload(args.workload)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UserError(f"--workload {args.workload!r}: cannot load it ({e})") from None
+    config = read_config(args.config)
+    unsafe = sorted(set(args.override) - set(workload.safe_to_change))
+    if unsafe:
+        raise UserError(f"--override {', '.join(unsafe)}: this workload lets a resumed run change only "
+                        f"{', '.join(sorted(workload.safe_to_change)) or 'nothing'}")
+    if args.override and not args.resume_if_exists:
+        raise UserError("--override only applies with --resume-if-exists (or use scripts/resume.py)")
+    complete = getattr(workload, "complete", lambda given: given)  # the workload's defaults filled in
+    overrides = {field: complete(config).get(field) for field in args.override}
+    return launch(args.workload, config, args.runs_dir, args.run_id,
+                  mode=RESUME_IF_EXISTS if args.resume_if_exists else NEW, loop=loop_config_from_args(args),
+                  overrides=overrides, force=args.force)
+
+
+if __name__ == "__main__":
+    run_main(main)
