@@ -67,7 +67,7 @@ def evaluate(task: ResNetTask, run: RunDir, entry: dict, split: str) -> dict:
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     task.model.load_state_dict(state["task"]["model"])
     confusion, loss = task.confusion(task.val_set if split == "val" else task.test_set)
-    per_class = (confusion.diagonal() / confusion.sum(1).clamp(min=1)).tolist()
+    per_class = (confusion.diagonal().double() / confusion.sum(1).clamp(min=1).double()).tolist()
     return {"step": entry["step"], "epoch": entry["epoch"], "split": split,
             "accuracy": confusion.trace().item() / confusion.sum().item(), "loss": loss,
             "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist(), "file": entry["file"]}
