@@ -24,6 +24,8 @@ rm -rf "$DIR" && mkdir -p "$DIR"/{state,spool,log,dev} && touch "$DIR/.slurm-dev
 # Two fake GPUs for --gres=gpu:N: slurmd only needs device files (here /dev/null's).
 mknod "$DIR/dev/nvidia0" c 1 3 && mknod "$DIR/dev/nvidia1" c 1 3
 echo "Name=gpu File=$DIR/dev/nvidia[0-1]" >"$DIR/gres.conf"
+DBD_PORT=${SLURM_DEV_DBD_PORT:-6819}
+DB_PORT=${SLURM_DEV_DB_PORT:-3307}   # not 3306: a machine's own MariaDB may hold that one
 cpus=$(nproc)
 mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
 cat >"$SLURM_CONF" <<EOF
@@ -38,11 +40,14 @@ SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-# Containers have no cgroup/systemd: track jobs via /proc, no binding, no accounting.
+# Containers have no cgroup/systemd: track jobs via /proc, no binding, no resource sampling.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+# Accounting as on a real cluster: slurmdbd (below) keeps every job's final state for sacct.
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=$DBD_PORT
 MailProg=/bin/true
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
@@ -76,11 +81,36 @@ if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
     install -d -o munge -g munge -m 0755 /run/munge
     runuser -u munge -- /usr/sbin/munged && touch "$DIR/.munged-ours"   # stop.sh stops it
 fi
+# Accounting: a MariaDB of our own (data, socket, pid and log in $DIR/mysql, which its user owns; its own
+# port) and slurmdbd on it, both started here.
+install -d -o mysql -g mysql "$DIR/mysql"
+db=$DIR/mysql
+mariadb-install-db --user=mysql --datadir="$db/data" --auth-root-authentication-method=socket \
+    >"$DIR/log/mysql-install.log" 2>&1 || { log "mariadb-install-db failed; see $DIR/log/mysql-install.log"; exit 1; }
+mariadbd --user=mysql --datadir="$db/data" --socket="$db/mysql.sock" --pid-file="$db/mysql.pid" \
+    --port="$DB_PORT" --bind-address=127.0.0.1 --log-error="$db/error.log" >/dev/null 2>&1 &
+for _ in $(seq 80); do
+    mariadb -S "$db/mysql.sock" -e "SELECT 1" >/dev/null 2>&1 && break
+    sleep 0.25
+done
+mariadb -S "$db/mysql.sock" -e "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm-dev';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || { log "MariaDB did not start; see $db/error.log"; exit 1; }
+printf '%s\n' "AuthType=auth/munge" "DbdHost=localhost" "DbdPort=$DBD_PORT" "SlurmUser=root" \
+    "StorageType=accounting_storage/mysql" "StorageHost=127.0.0.1" "StoragePort=$DB_PORT" "StorageUser=slurm" \
+    "StoragePass=slurm-dev" "StorageLoc=slurm_acct_db" "PidFile=$DIR/slurmdbd.pid" "LogFile=$DIR/log/slurmdbd.log" \
+    >"$DIR/slurmdbd.conf"
+chmod 600 "$DIR/slurmdbd.conf"   # found next to $SLURM_CONF; slurmdbd refuses a config others can read (it holds the password)
+slurmdbd || { log "slurmdbd failed; see $DIR/log/slurmdbd.log"; exit 1; }
+for _ in $(seq 80); do
+    sacctmgr -i -n list cluster >/dev/null 2>&1 && break
+    sleep 0.25
+done
+sacctmgr -i add cluster dev >/dev/null || { log "slurmdbd does not answer; see $DIR/log/slurmdbd.log"; exit 1; }
 slurmctld || { log "slurmctld failed; see $DIR/log/slurmctld.log"; exit 1; }
 slurmd -N node0 || { log "slurmd failed; see $DIR/log/slurmd.log"; exit 1; }
 for _ in $(seq 60); do
     if [ "$(sinfo -h -n node0 -o %T 2>/dev/null | sort -u)" = idle ]; then
-        log "up in $((($(date +%s%N) - t0) / 1000000)) ms: node0 $cpus CPUs, gpu:2, partitions debug (GraceTime=${GRACE}s), urgent; logs in $DIR/log"
+        log "up in $((($(date +%s%N) - t0) / 1000000)) ms: node0 $cpus CPUs, gpu:2, partitions debug (GraceTime=${GRACE}s), urgent; accounting: slurmdbd + MariaDB; logs in $DIR/log"
         echo "export SLURM_CONF=$SLURM_CONF"; exit 0
     fi
     sleep 0.5

@@ -29,6 +29,8 @@ stop_pidfile() {  # NAME PIDFILE: TERM, wait up to 5 s, then KILL
 }
 stop_pidfile slurmd "$DIR/slurmd.pid" &   # each takes ~2 s to exit: in parallel
 stop_pidfile slurmctld "$DIR/slurmctld.pid" &
+stop_pidfile slurmdbd "$DIR/slurmdbd.pid" &
+stop_pidfile mariadbd "$DIR/mysql/mysql.pid" &
 wait
 # munged only if start.sh started it (a real cluster's munged stays up).
 [ -f "$DIR/.munged-ours" ] && stop_pidfile munged /run/munge/munged.pid
