@@ -109,6 +109,8 @@ def main(argv=None) -> int:
     runs_dir = check_runs_dir(args.runs_dir)
     if args.all == bool(args.run_ids):
         raise UserError("name the runs to report (RUN_ID ...), or pass --all for every run, not both")
+    if args.output.suffix.lower() != ".png" or args.output.is_dir():
+        raise UserError(f"--output: name a .png file, got {args.output}")
     if not args.output.parent.is_dir():
         raise UserError(f"--output: no directory {args.output.parent}")
     run_ids = known_run_ids(runs_dir) if args.all else args.run_ids

@@ -59,3 +59,11 @@ def test_status_of_one_run_shows_its_accuracy_curve(two_runs):
     assert code == 0, err
     line = next(line for line in out.splitlines() if line.startswith("validation accuracy "))
     assert "best" in line and "(epochs 1–10)" in line
+
+
+@pytest.mark.parametrize("output, message", [("report", "--output: name a .png file, got "),
+                                             ("missing/r.png", "--output: no directory ")])
+def test_a_bad_output_is_refused_before_anything_is_printed(two_runs, output, message):
+    code, out, err = call("report", "ref", "--runs-dir", two_runs, "--output", two_runs / output)
+    assert code == 2 and message in err and out == ""
+    assert not list(two_runs.glob("report*"))
