@@ -321,7 +321,7 @@ class Trainer:
             return Outcome(finished=True, step=self.task.step, checkpoint_ok=False, extra=final, message=message)
         shown = ", ".join(f"{k} {readable(k, v)}" for k, v in final.items())
         best = self.state["best_metric"]
-        best_text = f", best {self.primary_metric} {100 * best:.2f}%" if best is not None else ""
+        best_text = f", best {self.primary_metric} {readable(self.primary_metric, best)}" if best is not None else ""
         self.reporter.message(f"finished run {self.run.run_id}: step {self.task.step}{best_text}, {shown}")
         return Outcome(finished=True, step=self.task.step, extra=final)
 

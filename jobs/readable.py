@@ -1,6 +1,11 @@
 """Numbers as people read them in log lines and event details (the JSON files keep full precision)."""
 
 
+def percent(value) -> str:
+    """A fraction as a percentage with 2 decimals; "-" for None."""
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
 def readable(key: str, value) -> str:
     """`value` of field `key`, rounded by what it measures: accuracy as a percentage, losses to 4 digits,
     image rates whole, seconds to 2 decimals; nested dicts inline."""
@@ -11,7 +16,7 @@ def readable(key: str, value) -> str:
     if isinstance(value, bool) or not isinstance(value, float):
         return str(value)
     if key.endswith("accuracy"):
-        return f"{100 * value:.2f}%"
+        return percent(value)
     if key.endswith("loss"):
         return f"{value:.4f}"
     if key.endswith(("per_sec", "img_s")):

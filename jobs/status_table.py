@@ -1,8 +1,5 @@
 """The runs table as text: the cells of each row, and a plain aligned table for pipes (no rich: fast)."""
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+from jobs.readable import percent
 
 
 def _duration(seconds) -> str:
@@ -25,7 +22,7 @@ def run_cells(run: dict) -> list[str]:
     if run["slurm_state"]:
         job += f" {run['slurm_state']}"
     return [run["run_id"], run["model"] or "-", run["state"], f"{run['epoch']}/{run['epochs'] or 0}", str(run["step"]),
-            _pct(run["best_accuracy"]), _pct(run["last_accuracy"]),
+            percent(run["best_accuracy"]), percent(run["last_accuracy"]),
             f"{run['images_per_sec']:.0f}" if run["images_per_sec"] else "-", _duration(run["eta_seconds"]),
             str(run["restarts"]), _duration(run["checkpoint_age_seconds"]), job]
 

@@ -6,8 +6,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from jobs.readable import readable
-from jobs.status_table import COLUMNS, RIGHT, _duration, _pct, run_cells
+from jobs.readable import percent, readable
+from jobs.status_table import COLUMNS, RIGHT, _duration, run_cells
 
 STATE_STYLE = {"running": "green", "queued": "cyan", "completed": "bold blue", "stopped": "yellow",
                "stale": "magenta", "failed": "bold red", "new": "dim"}
@@ -22,7 +22,7 @@ def _field(key: str, value) -> str:
     if key.endswith("_seconds"):
         return _duration(value)
     if key.endswith("accuracy"):
-        return _pct(value)
+        return percent(value)
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
@@ -46,8 +46,8 @@ def accuracy_curve(metrics: list[dict]) -> Text | None:
     best_epoch, best = max(points, key=lambda p: p[1])
     text = Text("validation accuracy ", style="bold")
     text.append(sparkline([v for _, v in points]), style="green")
-    text.append(f"  {_pct(points[0][1])} → {_pct(points[-1][1])} (epochs {points[0][0]}–{points[-1][0]}), "
-                f"best {_pct(best)} at epoch {best_epoch}")
+    text.append(f"  {percent(points[0][1])} → {percent(points[-1][1])} (epochs {points[0][0]}–{points[-1][0]}), "
+                f"best {percent(best)} at epoch {best_epoch}")
     return text
 
 
@@ -94,8 +94,9 @@ def run_detail(run: dict, events: list[dict], metrics: list[dict]) -> Group:
     for column in ("epoch", "step", "train loss", "train acc", "val acc", "lr", "img/s", "epoch time"):
         metric_table.add_column(column, justify="right")
     for m in metrics:
-        metric_table.add_row(str(m["epoch"]), str(m["step"]), f"{m['train_loss']:.4f}", _pct(m.get("train_accuracy")),
-                             _pct(m.get("val_accuracy")), f"{m['lr']:.4g}" if m.get("lr") is not None else "-",
+        metric_table.add_row(str(m["epoch"]), str(m["step"]), f"{m['train_loss']:.4f}",
+                             percent(m.get("train_accuracy")), percent(m.get("val_accuracy")),
+                             f"{m['lr']:.4g}" if m.get("lr") is not None else "-",
                              f"{m['images_per_sec']:.0f}", _duration(m.get("epoch_seconds")))
     curve = accuracy_curve(metrics)
     items = [fields, *([curve] if curve else []), event_table, metric_table]

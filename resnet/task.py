@@ -96,7 +96,7 @@ class ResNetTask:
         self.forward = compile_model(self.model) if config["compile"] else self.model
         # the graph's update is the fused kernel: one launch, and it reads the rate from a device tensor
         graphed = config["fast"] and self.device.type == "cuda"
-        self.optimizer_flags = {"fused": True, "foreach": None} if graphed else {"fused": None, "foreach": None}
+        self.optimizer_flags = {"fused": True if graphed else None, "foreach": None}
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                          nesterov=config["nesterov"], weight_decay=config["weight_decay"],
                                          **self.optimizer_flags)

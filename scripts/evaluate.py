@@ -22,6 +22,7 @@ from rich.table import Table
 from jobs.cli import run_main
 from jobs.errors import UserError
 from jobs.manifest import committed_entries, verified_bytes
+from jobs.readable import readable
 from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, unknown_run_message
 from resnet.config import resolve_device
 from resnet.data import CIFAR10_CLASSES
@@ -57,7 +58,7 @@ def select(entries: list[dict], which: str) -> list[dict]:
 
 
 def checkpoint_arg(text: str) -> str:
-    if text in ("latest", "best", "final", "all") or (text.isdigit() and int(text) >= 0):
+    if text in ("latest", "best", "final", "all") or text.isdigit():
         return text
     raise argparse.ArgumentTypeError(f"must be latest, best, final, all or a step number, got {text!r}")
 
@@ -78,7 +79,8 @@ def show(console: Console, results: list[dict], single: bool, names: list[str]) 
     for column in ("step", "epoch", "split", "accuracy", "loss"):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(str(r["step"]), f"{r['epoch']:g}", r["split"], f"{100 * r['accuracy']:.2f}%", f"{r['loss']:.4f}")
+        table.add_row(str(r["step"]), f"{r['epoch']:g}", r["split"], readable("accuracy", r["accuracy"]),
+                      readable("loss", r["loss"]))
     console.print(table)
     if not single:
         return

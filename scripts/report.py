@@ -17,13 +17,10 @@ from pathlib import Path
 
 from jobs.cli import run_main
 from jobs.errors import UserError
+from jobs.readable import percent
 from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, known_run_ids, unknown_run_message
 
 PANELS = (("train_loss", "training loss"), ("val_accuracy", "validation accuracy (%)"), ("lr", "learning rate"))
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _hours(seconds) -> str:
@@ -64,8 +61,8 @@ def markdown_table(runs: list[dict]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in runs:
         img_s = "-" if r["img_s"] is None else f"{r['img_s']:,.0f}"
-        lines.append(f"| {r['run']} | {r['model']} | {r['epochs']}/{r['epochs_planned']} | {_pct(r['best_val'])} | "
-                     f"{_pct(r['test'])} | {_hours(r['wall_seconds'])} | {_hours(r['train_seconds'])} | "
+        lines.append(f"| {r['run']} | {r['model']} | {r['epochs']}/{r['epochs_planned']} | {percent(r['best_val'])} | "
+                     f"{percent(r['test'])} | {_hours(r['wall_seconds'])} | {_hours(r['train_seconds'])} | "
                      f"{r['restarts']} | {img_s} |")
     return "\n".join(lines)
 

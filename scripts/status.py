@@ -16,6 +16,7 @@ from jobs.cli import positive_float, run_main
 from jobs.errors import UserError
 from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, unknown_run_message, validate_run_id
 from jobs.status import collect
+from jobs.status_table import plain_runs_table  # no rich: the piped table stays fast
 
 
 def render(args):
@@ -52,9 +53,7 @@ def main(argv=None) -> int:
         print(json.dumps(runs[0], indent=1) if args.run_id else json.dumps(runs))
         return 0
     if not args.watch and not args.run_id and not sys.stdout.isatty():
-        from jobs.status_table import plain_runs_table  # piped or under sbatch: plain aligned text, no rich
-
-        print(plain_runs_table(collect(args.runs_dir)))
+        print(plain_runs_table(collect(args.runs_dir)))  # piped or under sbatch: plain aligned text
         return 0
     from rich.console import Console
     from rich.live import Live

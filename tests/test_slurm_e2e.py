@@ -246,6 +246,18 @@ class Ctx:
         return job, self.runs / f"{name}-{job}", self.out / f"{name}-{job}.out"
 
 
+def job_ended(ctx: Ctx, res: dict, t0: float, timeout: float = JOB_TIMEOUT, until_gone: bool = False) -> dict:
+    """Into `res`: the job's terminal state (and, if asked, its processes gone), the wall time since `t0`
+    and the run's final status.py summary."""
+    job = res["job"]
+    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=timeout)
+    if until_gone:
+        wait_for(lambda: gone(job, ctx.env), 60, what=f"job {job} to end")
+    res["wall"] = time.monotonic() - t0
+    res["final"] = status_json(ctx.runs, res["run_dir"].name, ctx.env)
+    return res
+
+
 def run_phase(drivers: dict, ctx: Ctx) -> dict[str, Future]:
     """Start every scenario of a phase at once; return when all have ended (their Futures)."""
     pool = ThreadPoolExecutor(max_workers=len(drivers), thread_name_prefix="scenario")
@@ -367,10 +379,7 @@ def drive_sbatch_requeue(ctx: Ctx) -> dict:
     job, run_dir, output = ctx.submit_train("e2e-requeue", 1, LONG, ctx.sbatch_env(paced=True))
     res = {"job": job, "run_dir": run_dir, "outputs": [output]}
     res["running_status"], res["refused"] = while_running(ctx, run_dir, job, JOB_TIMEOUT)
-    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
-    res["wall"] = time.monotonic() - t0
-    res["final"] = status_json(ctx.runs, run_dir.name, ctx.env)
-    return res
+    return job_ended(ctx, res, t0)
 
 
 def drive_submitit_requeue(ctx: Ctx) -> dict:
@@ -386,10 +395,7 @@ def drive_submitit_requeue(ctx: Ctx) -> dict:
     run_dir = ctx.runs / run_id
     folder = run_dir / "submitit" / str(job)
     res = {"job": job, "run_dir": run_dir, "outputs": [folder / f"{job}_0_log.out", folder / f"{job}_0_log.err"]}
-    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
-    res["wall"] = time.monotonic() - t0
-    res["final"] = status_json(ctx.runs, run_id, ctx.env)
-    return res
+    return job_ended(ctx, res, t0)
 
 
 @pytest.fixture(scope="module")
@@ -495,10 +501,7 @@ def drive_sigkill(ctx: Ctx) -> dict:
     res["kill_step_min"] = max(e["step"] for e in kinds(run_dir, "checkpoint"))
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: kinds(run_dir, "crash"), 60, what="the crash event")
-    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
-    res["wall"] = time.monotonic() - t0
-    res["final"] = status_json(ctx.runs, run_dir.name, ctx.env)
-    return res
+    return job_ended(ctx, res, t0)
 
 
 def kill_trainer_after_progress(run_dir: Path, after_step: int) -> dict:
@@ -522,11 +525,7 @@ def drive_crash_cap(ctx: Ctx) -> dict:
     kill_trainer_after_progress(run_dir, 0)
     wait_for(lambda: kinds(run_dir, "resume"), 120, what="the rerun after the first crash")
     kill_trainer_after_progress(run_dir, kinds(run_dir, "resume")[-1]["step"])
-    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
-    wait_for(lambda: gone(job, ctx.env), 60, what=f"job {job} to end")
-    res["wall"] = time.monotonic() - t0
-    res["final"] = status_json(ctx.runs, run_dir.name, ctx.env)
-    return res
+    return job_ended(ctx, res, t0, until_gone=True)
 
 
 def drive_diverged(ctx: Ctx) -> dict:
@@ -563,11 +562,7 @@ def drive_requeue_cap(ctx: Ctx) -> dict:
         scontrol(["release", job], ctx.env)
     wait_for(lambda: kinds(run_dir, "resume"), 120, what="the rerun")
     signal_batch(job, "USR2", ctx.env)
-    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=60)
-    wait_for(lambda: gone(job, ctx.env), 60, what=f"job {job} to end")
-    res["wall"] = time.monotonic() - t0
-    res["final"] = status_json(ctx.runs, run_dir.name, ctx.env)
-    return res
+    return job_ended(ctx, res, t0, timeout=60, until_gone=True)
 
 
 def drive_example_workload(ctx: Ctx) -> dict:
@@ -591,9 +586,7 @@ def drive_example_workload(ctx: Ctx) -> dict:
     res = {"job": job, "run_dir": run_dir, "outputs": [ctx.out / f"e2e-example-{job}.out"]}
     wait_for(lambda: kinds(run_dir, "first-step"), 180, what="the example's first step")
     signal_batch(job, "USR2", ctx.env)
-    res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
-    res["wall"] = time.monotonic() - t0
-    res["final"] = status_json(ctx.runs, "e2e-example", ctx.env)
+    job_ended(ctx, res, t0)
     done = script(["scripts/run.py", *run_args, "--run-id", "ref-example"], ctx.env)
     assert done.returncode == 0, done.stderr
     res["reference"] = status_json(ctx.runs, "ref-example", ctx.env)
