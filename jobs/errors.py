@@ -7,3 +7,7 @@ class UserError(Exception):
     Entry points catch it, print ``error: <message>`` to stderr and exit with EXIT_BAD_INPUT.
     Raise it *before* anything is written, so that bad input changes nothing on disk.
     """
+
+    def __init__(self, message: str = "", *, quiet: bool = False):
+        super().__init__(message)
+        self.quiet = quiet  # a rank other than 0 repeating rank 0's error: exit, but let rank 0 say it

@@ -2,11 +2,13 @@
 import time
 from pathlib import Path
 
-from jobs import slurm
+from jobs import distributed, slurm
 from jobs.checkpoint import CheckpointStore
+from jobs.distributed import Ranks
 from jobs.errors import UserError
 from jobs.exit_codes import (
     EXIT_DIVERGED,
+    EXIT_FAILED,
     EXIT_LOCKED,
     EXIT_OK,
     EXIT_OUT_OF_MEMORY,
@@ -57,17 +59,58 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
     """Train run `run_id` to the end or to a stop request; returns an exit code (jobs.exit_codes).
 
     workload_ref/task_config=None (resume.py) mean the run's frozen ones, updated with `overrides`.
-    `on_stop(run, outcome, stop_flag)` runs after a signal-stop has been saved (SLURM requeue)."""
+    `on_stop(run, outcome, stop_flag)` runs after a signal-stop has been saved (SLURM requeue).
+    Launched as several processes (srun, submitit, torchrun: jobs.distributed), every rank trains and
+    rank 0 alone decides, holds the lock and writes; its decisions and errors reach the other ranks."""
     clock = StartupClock()
+    ranks = distributed.setup()
     reporter = reporter or Reporter()
-    runs_dir = check_runs_dir(runs_dir)
-    run = RunDir(runs_dir, run_id)
+    if not ranks.is_writer:
+        reporter = Reporter(interactive=False, quiet=True)  # rank 0 speaks for the run
+    try:
+        return _launch(workload_ref, task_config, Path(runs_dir), run_id, mode, loop, overrides, force, job,
+                       reporter, on_stop, ranks, clock)
+    finally:
+        distributed.teardown(ranks)
+
+
+def on_rank0(ranks: Ranks, decide):
+    """`decide()` on rank 0; its result, or its UserError, on every rank."""
+    result, error = None, None
+    if ranks.is_writer:
+        try:
+            result = decide()
+        except UserError as e:
+            error = str(e)
+    result, error = ranks.broadcast((result, error))
+    if error is not None:
+        raise UserError(error, quiet=not ranks.is_writer)
+    return result
+
+
+def on_every_rank(ranks: Ranks, work):
+    """`work()` on every rank; a UserError on any rank stops them all (rank 0 says which)."""
+    result, error = None, None
+    try:
+        result = work()
+    except UserError as e:
+        if not ranks.distributed:
+            raise
+        error = str(e)
+    ranks.all_ok(error)
+    return result
+
+
+def _plan(run: RunDir, workload_ref: str | None, task_config: dict | None, mode: str, loop: LoopConfig | None,
+          overrides: dict | None, world_size: int) -> dict:
+    """Rank 0: the config to train with, checked against the run being resumed (if any)."""
+    check_runs_dir(run.path.parent)
     exists = run.exists()
     if mode == NEW and exists:
-        raise UserError(f"run {run_id!r} already exists in {runs_dir}; continue it with "
-                        f"`python scripts/resume.py --run-id {run_id}` or pass --resume-if-exists")
+        raise UserError(f"run {run.run_id!r} already exists in {run.path.parent}; continue it with "
+                        f"`python scripts/resume.py --run-id {run.run_id}` or pass --resume-if-exists")
     if mode == RESUME and not exists:
-        raise UserError(unknown_run_message(runs_dir, run_id))
+        raise UserError(unknown_run_message(run.path.parent, run.run_id))
     overrides = dict(overrides or {})
     changes = {}
     frozen = run.read_config() if exists else None
@@ -78,6 +121,11 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
     complete = getattr(workload, "complete", lambda config: config)
     task_config = None if task_config is None else complete(task_config)
     if exists:
+        trained_by = frozen.get("world_size", 1)
+        if trained_by != world_size:
+            raise UserError(f"run {run.run_id!r} was trained by {trained_by} process(es) (world size {trained_by}); "
+                            f"this launch has {world_size}: resume it with {trained_by} (e.g. srun -n {trained_by} "
+                            f"or torchrun --nproc-per-node {trained_by}), or start a new run id")
         frozen["task"] = complete(frozen["task"])
         given = dict(frozen["task"]) if task_config is None else dict(task_config)
         given.update(overrides)
@@ -86,54 +134,76 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
         loop = loop or LoopConfig(**frozen.get("loop", {}))
     loop = loop or LoopConfig()
     workload.validate(task_config)
+    return {"workload_ref": workload_ref, "task_config": task_config, "loop": loop.to_dict(), "changes": changes,
+            "exists": exists, "frozen": frozen}
+
+
+def _launch(workload_ref, task_config, runs_dir: Path, run_id: str, mode: str, loop, overrides, force, job,
+            reporter: Reporter, on_stop, ranks: Ranks, clock: StartupClock) -> int:
+    run = RunDir(runs_dir, run_id, read_only=not ranks.is_writer)
+    plan = on_rank0(ranks, lambda: _plan(run, workload_ref, task_config, mode, loop, overrides, ranks.world_size))
+    workload, loop, exists, changes = load_workload(plan["workload_ref"]), LoopConfig(**plan["loop"]), \
+        plan["exists"], plan["changes"]
     use_compile_cache(runs_dir)
-    task = workload.build(task_config)  # loads data: bad data is a UserError before anything is written
+    # loads data: bad data (on any rank) is a UserError before anything is written
+    task = on_every_rank(ranks, lambda: workload.build(plan["task_config"]))
     clock.mark("build")
     if changes:
-        _check_not_shorter(run, task, changes)
+        on_rank0(ranks, lambda: _check_not_shorter(run, task, changes))
 
+    lock = RunLock(run.path, slurm_job_running=slurm.job_is_running, warn=reporter.warn,
+                   world_size=ranks.world_size) if ranks.is_writer else None
+    # Signals are caught from here on; TERM that SLURM sends after our own requeue finds the flag too.
+    with StopFlag() as stop:
+        try:
+            config = {"workload": plan["workload_ref"], "task": plan["task_config"], "loop": loop.to_dict(),
+                      "job": job or slurm.job_record() or (plan["frozen"] or {}).get("job"),
+                      "world_size": ranks.world_size, "created": (plan["frozen"] or {}).get("created", time.time())}
+            refused = on_rank0(ranks, lambda: _take_run(run, lock, force, reporter, config, plan["frozen"]))
+            if refused is not None:
+                return refused
+            outcome = _train(run, workload, task, loop, reporter, exists, changes, stop, clock, ranks)
+        finally:
+            if lock is not None:
+                lock.release()
+        return _exit_code(outcome, run, runs_dir, loop, reporter, stop, on_stop, ranks)
+
+
+def _take_run(run: RunDir, lock: RunLock, force: bool, reporter: Reporter, config: dict, frozen: dict | None
+              ) -> int | None:
+    """Rank 0: create the run directory, take the lock, write the config. An exit code if refused."""
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the run directory {run.path}: {e.strerror}") from None
-    lock = RunLock(run.path, slurm_job_running=slurm.job_is_running, warn=reporter.warn)
-    # Signals are caught from here on; TERM that SLURM sends after our own requeue finds the flag too.
-    with StopFlag() as stop:
+    try:
+        broken = lock.acquire(force=force)
+    except RunLocked as e:
+        reporter.warn(f"error: run {run.run_id!r}: {e}")
+        return EXIT_LOCKED
+    except OSError as e:  # a read-only or vanished runs directory: the lock file cannot be opened
+        raise UserError(f"cannot lock run {run.run_id!r} in {run.path}: {e.strerror}") from None
+    if frozen is None or config != frozen:
         try:
-            broken = lock.acquire(force=force)
-        except RunLocked as e:
-            reporter.warn(f"error: run {run_id!r}: {e}")
-            return EXIT_LOCKED
-        except OSError as e:  # a read-only or vanished runs directory: the lock file cannot be opened
-            raise UserError(f"cannot lock run {run_id!r} in {run.path}: {e.strerror}") from None
-        try:
-            # inside SLURM, the job's parameters are recorded so that resume.py can resubmit the run
-            job = job or slurm.job_record() or (frozen or {}).get("job")
-            config = {"workload": workload_ref, "task": task_config, "loop": loop.to_dict(), "job": job,
-                      "created": (frozen or {}).get("created", time.time())}
-            if not exists or config != frozen:
-                try:
-                    run.create(config)
-                except OSError as e:  # nothing trained yet: a clean error, the old config (if any) intact
-                    reporter.warn(f"error: cannot write {run.config_file}: {e.strerror}")
-                    return EXIT_WRITE_FAILED
-            # from here on a failed write of events, metrics or status is reported once, not fatal
-            failures = run.tolerate_write_failures(reporter.warn)
-            if lock.record_error is not None:  # written once, at the start: nothing to retry
-                failures.failed("lock record", lock.record_error, message=(
-                    f"cannot write the lock's holder record ({lock.record_error.strerror}): the lock itself "
-                    "holds, but another host cannot see who holds this run"))
-            if broken:
-                run.event("lock-broken", holder=broken, forced=force)
-                reporter.warn(f"warning: broke the lock left by pid {broken.get('pid')} on {broken.get('host')}")
-            outcome = _train(run, workload, task, loop, reporter, exists, changes, stop, clock)
-        finally:
+            run.create(config)
+        except OSError as e:  # nothing trained yet: a clean error, the old config (if any) intact
             lock.release()
-        return _exit_code(outcome, run, runs_dir, loop, reporter, stop, on_stop)
+            reporter.warn(f"error: cannot write {run.config_file}: {e.strerror}")
+            return EXIT_WRITE_FAILED
+    # from here on a failed write of events, metrics or status is reported once, not fatal
+    failures = run.tolerate_write_failures(reporter.warn)
+    if lock.record_error is not None:  # written once, at the start: nothing to retry
+        failures.failed("lock record", lock.record_error, message=(
+            f"cannot write the lock's holder record ({lock.record_error.strerror}): the lock itself "
+            "holds, but another host cannot see who holds this run"))
+    if broken:
+        run.event("lock-broken", holder=broken, forced=force)
+        reporter.warn(f"warning: broke the lock left by pid {broken.get('pid')} on {broken.get('host')}")
+    return None
 
 
 def _exit_code(outcome: Outcome | None, run: RunDir, runs_dir: Path, loop: LoopConfig, reporter: Reporter,
-               stop: StopFlag, on_stop) -> int:
+               stop: StopFlag, on_stop, ranks: Ranks) -> int:
     """The exit code of a training that ended (after the lock is released: a requeued job may start
     before this process has exited); a signal-stop that was saved is requeued or its resume explained."""
     if outcome is None or (outcome.finished and outcome.checkpoint_ok):
@@ -145,9 +215,14 @@ def _exit_code(outcome: Outcome | None, run: RunDir, runs_dir: Path, loop: LoopC
     if outcome.failure == "out-of-memory":
         reporter.warn(f"error: {outcome.message}")
         return EXIT_OUT_OF_MEMORY
+    if outcome.failure == "peer-lost":
+        reporter.warn(f"error: {outcome.message}; continue with {resume}")
+        return EXIT_FAILED
     if not outcome.checkpoint_ok:
         reporter.warn(f"error: {outcome.message}; once the disk has room again, continue with {resume}")
         return EXIT_WRITE_FAILED
+    if not ranks.is_writer:
+        return EXIT_STOPPED  # rank 0 requeues the job, or says how to continue
     if on_stop is not None:
         on_stop(run, outcome, stop)
     elif not (outcome.signal == "SIGUSR2" and slurm.requeue_after_warning(run, outcome, loop.max_requeues,
@@ -157,11 +232,12 @@ def _exit_code(outcome: Outcome | None, run: RunDir, runs_dir: Path, loop: LoopC
 
 
 def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, exists: bool, changes: dict,
-           stop: StopFlag, clock: StartupClock) -> Outcome | None:
+           stop: StopFlag, clock: StartupClock, ranks: Ranks) -> Outcome | None:
     """Restore the newest good checkpoint and run the loop; None if the run was already finished."""
     store = CheckpointStore(run.path, loop.keep_last, loop.keep_every_epochs, warn=reporter.warn)
     try:
-        store.remove_temp_files()
+        if ranks.is_writer:
+            store.remove_temp_files()
     except OSError:
         pass  # a read-only directory: leftovers stay (readers never take a temp file for a checkpoint)
 
@@ -169,12 +245,16 @@ def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, ex
         run.event("fallback", entry["step"], file=entry["file"], reason=reason)
         reporter.warn(f"warning: checkpoint {entry['file']} is unusable ({reason}); trying the previous one")
 
-    loaded = store.load_latest(on_fallback=fallback)
+    # rank 0 reads and verifies; every rank gets the same state (then its own RNG and generator states)
+    loaded = on_rank0(ranks, lambda: store.load_latest(on_fallback=fallback))
     loop_state, resumed_from = None, None
     if loaded:
         state, resumed_from = loaded
         task.load_state_dict(state["task"])
-        restore_rng(state["rng"])  # after building the task: its construction drew from the global RNGs
+        mine = state["ranks"][ranks.rank] if "ranks" in state else {"rng": state["rng"]}
+        if mine.get("task"):  # what differs between ranks (e.g. each one's augmentation generator)
+            task.load_rank_state_dict(mine["task"])
+        restore_rng(mine["rng"])  # after building the task: its construction drew from the global RNGs
         loop_state = state["loop"]
         # metrics of epochs whose checkpoint never committed are replaced by the committed history
         run.write_metrics(loop_state["history"])
@@ -187,12 +267,15 @@ def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, ex
     event = "resume" if exists else "start"
     run.event(event, task.step, changes=changes or None,
               checkpoint=resumed_from["file"] if resumed_from else None,
-              slurm_restart_count=slurm.restart_count())
+              slurm_restart_count=slurm.restart_count(),
+              **({"world_size": ranks.world_size, "launcher": ranks.launcher} if ranks.distributed else {}))
     restarts = sum(1 for e in run.events() if e["event"] == "resume")
-    reporter.message(f"{event} run {run.run_id} ({task.describe()}) at step {task.step}/{task.total_steps}"
+    processes = f", {ranks.world_size} processes ({ranks.launcher})" if ranks.distributed else ""
+    reporter.message(f"{event} run {run.run_id} ({task.describe()}{processes}) at step {task.step}/{task.total_steps}"
                      f" in {run.path}")
     clock.mark("restore")
-    trainer = Trainer(task, run, store, loop, stop, reporter, workload.primary_metric, loop_state, restarts, clock)
+    trainer = Trainer(task, run, store, loop, stop, reporter, workload.primary_metric, loop_state, restarts, clock,
+                      ranks)
     if resumed_from:
         trainer.last_checkpoint = {"step": resumed_from["step"], "time": resumed_from["time"]}
     try:

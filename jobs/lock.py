@@ -51,7 +51,8 @@ def flock_works(path: Path) -> bool:
 
 
 class RunLock:
-    def __init__(self, run_path: Path, slurm_job_running=None, warn=None):
+    def __init__(self, run_path: Path, slurm_job_running=None, warn=None, world_size: int = 1):
+        self.world_size = world_size  # the processes training the run; only rank 0 takes the lock
         self.lock_file = Path(run_path) / "lock"
         self.exclusive_file = Path(run_path) / "lock.excl"  # the lock where flock is missing
         self.holder_file = Path(run_path) / "lock.json"
@@ -102,7 +103,7 @@ class RunLock:
             raise RunLocked(f"run is held by {describe_holder(broken)}, which may still be running "
                             "on another host; pass --force if it is not")
         me = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
-              "time": time.time()}
+              "world_size": self.world_size, "time": time.time()}
         try:
             write_json_atomic(self.holder_file, me)
             self.record_error = None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from jobs.checkpoint import BackgroundWriter, CheckpointStore, NonFiniteCheckpoint
+from jobs.distributed import Ranks, is_peer_failure
 from jobs.loop_config import LoopConfig  # noqa: F401  (re-exported: jobs.loop.LoopConfig)
 from jobs.memory import OUT_OF_MEMORY, out_of_memory_text
 from jobs.progress import Reporter
@@ -29,7 +30,7 @@ class Outcome:
     signal: str | None = None
     checkpoint_ok: bool = True
     extra: dict = field(default_factory=dict)
-    failure: str | None = None  # "diverged" or "out-of-memory": the run stopped and must not be retried as is
+    failure: str | None = None  # "diverged", "out-of-memory" (not to be retried as is) or "peer-lost"
     message: str | None = None  # what went wrong, for the one line that jobs.launch shows
 
 
@@ -63,17 +64,42 @@ class LossWatch:
         return next((step for step, ok in zip(steps, finite, strict=True) if not ok), None)
 
 
+# The stop signals by precedence, when ranks received different ones: TERM (SLURM cancels or preempts: it
+# decides about the requeue) over USR2 (the time-limit warning: requeue) over INT.
+SIGNAL_CODES = {"SIGINT": 1, "SIGUSR2": 2, "SIGTERM": 3}
+SIGNAL_NAMES = {code: name for name, code in SIGNAL_CODES.items()}
+SAVE_DUE = 8  # added to rank 0's code: the checkpoint cadence (a clock only rank 0 reads) asks for a save
+
+
+class _NoWriter:
+    """The checkpoint writer of the ranks other than 0: they take part in a save, rank 0 writes it."""
+
+    def submit(self, state, **meta) -> None:
+        pass
+
+    def wait(self) -> None:
+        pass
+
+    def collect(self) -> tuple[None, None]:
+        return None, None
+
+
 class Trainer:
-    """Runs `task` to its end or to a stop request, saving at step boundaries only."""
+    """Runs `task` to its end or to a stop request, saving at step boundaries only.
+
+    With several processes (`ranks`), every rank runs this same loop in lockstep: at each step boundary one
+    tiny all-reduce agrees on a stop (a signal may reach one rank only) and on rank 0's checkpoint cadence,
+    so that all ranks stop, save and evaluate at the same steps; rank 0 writes, the others only compute."""
 
     def __init__(self, task: Task, run: RunDir, store: CheckpointStore, loop: LoopConfig, stop: StopFlag,
                  reporter: Reporter, primary_metric: str, loop_state: dict | None = None, restarts: int = 0,
-                 clock: StartupClock | None = None):
+                 clock: StartupClock | None = None, ranks: Ranks | None = None):
+        self.ranks = ranks or Ranks()
         self.task, self.run, self.store, self.loop = task, run, store, loop
         self.stop, self.reporter, self.primary_metric = stop, reporter, primary_metric
         self.failures = run.failures or run.tolerate_write_failures(reporter.warn)
         store.refuse_nonfinite = loop.stop_on_nonfinite
-        self.writer = BackgroundWriter(store)
+        self.writer = BackgroundWriter(store) if self.ranks.is_writer else _NoWriter()
         self.state = loop_state or {"history": [], "best_metric": None, "train_seconds": 0.0}
         self.restarts = restarts
         self.last_checkpoint = {"step": None, "time": None}
@@ -84,6 +110,8 @@ class Trainer:
         self.startup: dict | None = None  # the phases of this start, once its first step is done
         self.started = time.time()
         self.images_per_sec = None
+        self.agreed_stop: str | None = None  # the stop signal all ranks agreed on
+        self.stop_ranks: dict[int, str] = {}  # which rank received which stop signal
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -94,14 +122,28 @@ class Trainer:
     def epochs(self) -> int:
         return self.task.total_steps // self.task.steps_per_epoch
 
-    def checkpoint_state(self) -> dict:
-        return {"format": 1, "step": self.task.step, "epoch": self.task.step / self.task.steps_per_epoch,
-                "task": self.task.state_dict(), "rng": capture_rng(), "loop": self.state}
+    def checkpoint_state(self) -> dict | None:
+        """The state to save (None on ranks other than 0, whose RNG and generator states it holds too)."""
+        mine = {"rng": capture_rng()}
+        if self.ranks.distributed:
+            mine["task"] = getattr(self.task, "rank_state_dict", dict)()
+        every_rank = self.ranks.gather(mine)
+        if not self.ranks.is_writer:
+            return None
+        state = {"format": 1, "step": self.task.step, "epoch": self.task.step / self.task.steps_per_epoch,
+                 "task": self.task.state_dict(), "rng": mine["rng"], "loop": self.state}
+        if self.ranks.distributed:
+            state.update(world_size=self.ranks.world_size, ranks=every_rank)
+        return state
 
     def _check_finite(self) -> None:
-        """Raise Diverged if a loss since the last check was NaN or infinite (one device sync)."""
+        """Raise Diverged if a loss since the last check was NaN or infinite (one device sync); with
+        several processes, on every rank if on any (the earliest such step)."""
         if self.losses is not None:
             bad = self.losses.first_nonfinite()
+            if self.ranks.distributed:
+                bad_steps = [step - 1 for step in self.ranks.per_rank(0 if bad is None else bad + 1) if step]
+                bad = min(bad_steps, default=None)
             if bad is not None:
                 raise Diverged(bad, "loss")
 
@@ -151,6 +193,19 @@ class Trainer:
         return bool((every_steps and self.task.step - last_step >= every_steps)
                     or (every_seconds and time.monotonic() - last_time >= every_seconds))
 
+    def _boundary(self) -> bool:
+        """At a step boundary: agree on a stop (self.agreed_stop) and on whether a save is due (returned).
+        One all-reduce of world-size integers with several processes; nothing to agree on with one."""
+        code = SIGNAL_CODES.get(self.stop.first, 0)
+        if self.ranks.is_writer and self._checkpoint_due():
+            code += SAVE_DUE
+        codes = self.ranks.per_rank(code)
+        received = {rank: SIGNAL_NAMES[c % SAVE_DUE] for rank, c in enumerate(codes) if c % SAVE_DUE}
+        if received:
+            self.stop_ranks = received
+            self.agreed_stop = SIGNAL_NAMES[max(c % SAVE_DUE for c in codes)]
+        return codes[0] >= SAVE_DUE
+
     # -- status --------------------------------------------------------------------------------
     def write_status(self, state: str, **extra) -> None:
         history = self.state["history"]
@@ -168,7 +223,7 @@ class Trainer:
             "last_checkpoint_step": self.last_checkpoint["step"],
             "last_checkpoint_time": self.last_checkpoint["time"],
             "heartbeat": time.time(), "started": self.started, "host": socket.gethostname(),
-            "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
+            "pid": os.getpid(), "slurm_job_id": slurm_job_id(), "world_size": self.ranks.world_size,
             "startup_seconds": (self.startup or {}).get("seconds"),
             "status_every_seconds": self.loop.status_every_seconds, **extra})
         self._last_status = time.monotonic()
@@ -185,13 +240,21 @@ class Trainer:
             return self._diverged(diverged)
         except OUT_OF_MEMORY as error:
             return self._out_of_memory(error)
+        except Exception as error:
+            if self.ranks.distributed and is_peer_failure(error):
+                return self._peer_lost(error)
+            raise
 
     def _train(self) -> Outcome:
         task, spe = self.task, self.task.steps_per_epoch
         window = self._new_window()
         if task.step % spe:
             self.reporter.start_epoch(self.epoch + 1, self.epochs, task.step % spe, spe)
-        while task.step < task.total_steps and not self.stop.requested:
+        while task.step < task.total_steps:
+            if self._boundary():  # rank 0's cadence asks for a save
+                self.save()
+            if self.agreed_stop:
+                break
             if task.step % spe == 0:
                 window = self._new_window()
                 self.reporter.start_epoch(self.epoch + 1, self.epochs, 0, spe)
@@ -205,8 +268,6 @@ class Trainer:
             self.finish_write(block=False)
             if task.step % spe == 0:
                 self._end_epoch(window)
-            elif self._checkpoint_due():
-                self.save()
             if time.monotonic() - self._last_status >= self.loop.status_every_seconds:
                 self.write_status("running")
         self.reporter.close()
@@ -240,9 +301,10 @@ class Trainer:
         now = time.perf_counter()
         if now - window["shown"] >= 0.5:
             window["shown"] = now
-            self._check_finite()  # the display syncs anyway
+            if not self.ranks.distributed:  # with several, only where all ranks check at once (epoch end, save)
+                self._check_finite()  # the display syncs anyway
             loss, acc = self._window_means(window)
-            rate = window["images"] / max(now - window["start"], 1e-9)
+            rate = window["images"] * self.ranks.world_size / max(now - window["start"], 1e-9)
             self.images_per_sec = rate
             info = f"loss {loss:.4f} acc {100 * acc:.2f}% lr {out.get('lr', math.nan):.4g} {rate:.0f} img/s"
             spe = self.task.steps_per_epoch
@@ -258,6 +320,10 @@ class Trainer:
         self._check_finite()  # before evaluating: at most one epoch passes after a first non-finite loss
         seconds = time.perf_counter() - window["start"]
         self.state["train_seconds"] += seconds
+        if self.ranks.distributed:  # every rank trained on its shard: the epoch's figures are the sums
+            loss_sum, correct, images = self.ranks.sum([float(window["loss"]), float(window["correct"]),
+                                                        window["images"]])
+            window.update(loss=loss_sum, correct=correct, images=int(images))
         loss, acc = self._window_means(window)
         self.images_per_sec = window["images"] / max(seconds, 1e-9)
         record = {"epoch": self.epoch, "step": self.task.step, "train_loss": loss, "train_accuracy": acc,
@@ -288,8 +354,10 @@ class Trainer:
         return f"{describe(self.last_write_error) if self.last_write_error else 'write failed'}; {self._kept()}"
 
     def _stop(self) -> Outcome:
-        signal_name = self.stop.first
-        self.run.event("signal", self.task.step, signal=signal_name)
+        signal_name = self.agreed_stop
+        by_rank = {"ranks": {str(rank): name for rank, name in self.stop_ranks.items()}} \
+            if self.ranks.distributed else {}
+        self.run.event("signal", self.task.step, signal=signal_name, **by_rank)
         self.reporter.message(f"{signal_name} received: saving at step {self.task.step} and stopping")
         ok = self._save_if_needed()
         self.write_status("stopped", stop_signal=signal_name)
@@ -298,10 +366,11 @@ class Trainer:
         return Outcome(finished=False, step=self.task.step, signal=signal_name, checkpoint_ok=ok, message=message)
 
     def _save_if_needed(self) -> bool:
+        """Rank 0 knows whether this step is saved already; every rank learns whether the save succeeded."""
         ok = self.finish_write(block=True)
-        if self.last_checkpoint["step"] == self.task.step and ok:
+        if self.ranks.broadcast(self.last_checkpoint["step"] == self.task.step and ok):
             return True
-        return self.save(wait=True)
+        return self.ranks.broadcast(self.save(wait=True))
 
     def _finish(self) -> Outcome:
         self._check_finite()
@@ -311,8 +380,9 @@ class Trainer:
         # An earlier write that failed is reported here, but it must not keep the final checkpoint from
         # being written: the disk may have room again.
         self.finish_write(block=True)
-        ok = self.save(epoch_end=True, final=True,
-                       metric=history[-1].get(self.primary_metric) if history else None, wait=True)
+        ok = self.ranks.broadcast(self.save(epoch_end=True, final=True,
+                                            metric=history[-1].get(self.primary_metric) if history else None,
+                                            wait=True))
         message = None if ok else f"the final checkpoint could not be written: {self._not_saved()}"
         self.write_status("completed" if ok else "failed", **final, **({"error": message} if message else {}))
         self.run.event("finish" if ok else "error", self.task.step, **final,
@@ -346,6 +416,17 @@ class Trainer:
                        last_checkpoint_step=last, message=message)
         self.write_status("failed", error=f"diverged: {diverged}", hint=f"{where}; {hint}")
         return Outcome(finished=False, step=self.task.step, checkpoint_ok=False, failure="diverged", message=message)
+
+    def _peer_lost(self, error: BaseException) -> Outcome:
+        """Another rank died or stopped answering (a collective failed or timed out): stop, keep what is
+        committed. The job's supervisor (or the user) restarts the run from its last checkpoint."""
+        self._collect_quietly()
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = (f"rank {self.ranks.rank} lost the other processes at step {self.task.step} "
+                   f"({type(error).__name__}: {first_line[:300]}); {self._kept()}")
+        self.run.event("error", self.task.step, message=message, cause="peer-lost", rank=self.ranks.rank)
+        self.write_status("failed", error=message)
+        return Outcome(finished=False, step=self.task.step, checkpoint_ok=False, failure="peer-lost", message=message)
 
     def _out_of_memory(self, error: BaseException) -> Outcome:
         step = self.task.step  # the step that ran out is step + 1; it changed nothing that is saved

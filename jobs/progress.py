@@ -11,10 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class Reporter:
-    """`interactive=None` picks rich on a TTY and plain lines otherwise (sbatch logs, pipes)."""
+    """`interactive=None` picks rich on a TTY and plain lines otherwise (sbatch logs, pipes). `quiet`: only
+    warnings (the ranks other than 0 of a run trained by several processes: rank 0 shows the progress)."""
 
-    def __init__(self, interactive: bool | None = None, plain_every_seconds: float = 30.0):
-        self.interactive = sys.stdout.isatty() if interactive is None else interactive
+    def __init__(self, interactive: bool | None = None, plain_every_seconds: float = 30.0, quiet: bool = False):
+        self.quiet = quiet
+        self.interactive = (sys.stdout.isatty() if interactive is None else interactive) and not quiet
         self.console = Console(stderr=False, highlight=False) if self.interactive else None
         self.plain_every_seconds = plain_every_seconds
         self._progress: Progress | None = None
@@ -22,6 +24,8 @@ class Reporter:
         self._last_plain = 0.0
 
     def message(self, text: str) -> None:
+        if self.quiet:
+            return
         with contextlib.suppress(OSError):
             if self.console:
                 self.console.print(text, markup=False)
@@ -45,7 +49,7 @@ class Reporter:
     def step(self, epoch: int, epochs: int, done: int, total: int, info: str) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=done, info=info)
-        elif time.monotonic() - self._last_plain >= self.plain_every_seconds:
+        elif not self.quiet and time.monotonic() - self._last_plain >= self.plain_every_seconds:
             self._last_plain = time.monotonic()
             self.message(f"epoch {epoch}/{epochs} step {done}/{total} {info}")
 

@@ -50,8 +50,9 @@ class RunDir:
     metrics or status is reported through jobs.write_failures and retried on the next occasion instead of
     raising: events wait in memory and are appended with the next event that can be written."""
 
-    def __init__(self, runs_dir: Path, run_id: str):
+    def __init__(self, runs_dir: Path, run_id: str, read_only: bool = False):
         self.run_id = validate_run_id(run_id)
+        self.read_only = read_only  # a rank other than 0: reads, and its writes are no-ops (rank 0 writes)
         self.path = Path(runs_dir) / run_id
         self.config_file = self.path / "config.json"
         self.events_file = self.path / "events.jsonl"
@@ -87,6 +88,8 @@ class RunDir:
 
     def _tolerated(self, what: str, write, step: int | None) -> bool:
         """Run `write()`; under tolerate_write_failures an OSError is reported (once) instead of raised."""
+        if self.read_only:
+            return True
         if self.failures is None:
             write()
             return True
@@ -102,6 +105,8 @@ class RunDir:
         assert kind in EVENT_KINDS, kind
         record = {"time": time.time(), "event": kind, "host": socket.gethostname(), "pid": os.getpid(),
                   "step": step, "slurm_job_id": slurm_job_id(), **details}
+        if self.read_only:
+            return record
         pending = self._pending_events
         pending.append(record)
 

@@ -158,7 +158,9 @@ def job_record() -> dict | None:
             "cpus": field("NumCPUs"), "mem": field("MinMemoryNode"), "account": field("Account"),
             "qos": field("QOS"), "gres": gres.replace("gres:", "", 1) if gres else None,
             "output": field("StdOut"), "workdir": field("WorkDir"), "job_name": field("JobName"),
-            "signal": _signal_spec(field("Command"))}
+            "signal": _signal_spec(field("Command")),
+            # a job of several tasks (DDP): resubmitted with as many, each with its CPUs, under srun
+            "ntasks": field("NumTasks"), "nodes": field("NumNodes"), "cpus_per_task": field("CPUs/Task")}
 
 
 def resubmit(record: dict, command: str) -> str:
@@ -168,6 +170,12 @@ def resubmit(record: dict, command: str) -> str:
                "--qos": record.get("qos"), "--gres": record.get("gres"), "--output": record.get("output"),
                "--chdir": record.get("workdir"), "--job-name": record.get("job_name"),
                "--signal": record.get("signal") or DEFAULT_SIGNAL}
+    tasks = int(record.get("ntasks") or 1)
+    if tasks > 1:
+        options.update({"--ntasks": tasks, "--nodes": record.get("nodes"),
+                        "--cpus-per-task": record.get("cpus_per_task")})
+        command = f"exec srun --kill-on-bad-exit=0 {command.removeprefix('exec ')}"
+        options["--signal"] = options["--signal"].removeprefix("B:")  # the warning to every task, not srun
     args = ["sbatch", "--parsable", "--requeue", "--open-mode=append"]
     args += [f"{key}={value}" for key, value in options.items() if value]
     # USR2 ignored until the trainer's handler is in (see slurm/train_standard.sh)

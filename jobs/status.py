@@ -63,6 +63,7 @@ def run_summary(run: RunDir, status: dict, config: dict, queue: dict | None, now
     resumes = run.events("resume")
     return {
         "run_id": run.run_id, "model": status.get("model"), "state": state,
+        "world_size": config.get("world_size", 1),  # the processes that train it (DDP)
         "hint": hint.format(run_id=run.run_id) if hint else None,
         "epoch": status.get("epoch", 0), "epochs": status.get("epochs", task.get("epochs")),
         "step": status.get("step", newest.get("step", 0)), "total_steps": steps,

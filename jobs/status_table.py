@@ -11,9 +11,9 @@ def _duration(seconds) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-COLUMNS = ("run", "model", "state", "epoch", "step", "best acc", "last acc", "img/s", "ETA", "restarts",
+COLUMNS = ("run", "model", "procs", "state", "epoch", "step", "best acc", "last acc", "img/s", "ETA", "restarts",
            "ckpt age", "SLURM job")
-RIGHT = {"step", "img/s", "restarts"}
+RIGHT = {"procs", "step", "img/s", "restarts"}
 
 
 def run_cells(run: dict) -> list[str]:
@@ -21,7 +21,8 @@ def run_cells(run: dict) -> list[str]:
     job = run["slurm_job_id"] or "-"
     if run["slurm_state"]:
         job += f" {run['slurm_state']}"
-    return [run["run_id"], run["model"] or "-", run["state"], f"{run['epoch']}/{run['epochs'] or 0}", str(run["step"]),
+    return [run["run_id"], run["model"] or "-", str(run["world_size"]), run["state"],
+            f"{run['epoch']}/{run['epochs'] or 0}", str(run["step"]),
             percent(run["best_accuracy"]), percent(run["last_accuracy"]),
             f"{run['images_per_sec']:.0f}" if run["images_per_sec"] else "-", _duration(run["eta_seconds"]),
             str(run["restarts"]), _duration(run["checkpoint_age_seconds"]), job]

@@ -12,7 +12,7 @@ from pathlib import Path
 import submitit
 
 from jobs.errors import UserError
-from jobs.exit_codes import EXIT_OK
+from jobs.exit_codes import EXIT_OK, EXIT_STOPPED
 from jobs.launch import RESUME_IF_EXISTS, launch
 from jobs.loop import LoopConfig
 from jobs.progress import Reporter
@@ -27,6 +27,8 @@ class TrainingJob(submitit.helpers.Checkpointable):
         code = launch(self.workload_ref, self.task_config, Path(self.runs_dir), self.run_id,
                       mode=RESUME_IF_EXISTS, loop=LoopConfig(**self.loop), reporter=Reporter(interactive=False),
                       on_stop=self._after_saved_stop)
+        if code == EXIT_STOPPED and os.environ.get("SLURM_PROCID", "0") != "0":
+            return {"run_id": self.run_id, "runs_dir": self.runs_dir, "stopped": True}  # rank 0 requeues the job
         if code != EXIT_OK:
             raise RuntimeError(f"run {self.run_id} stopped with exit code {code}; see {self.runs_dir}/{self.run_id}")
         return {"run_id": self.run_id, "runs_dir": self.runs_dir}
@@ -44,7 +46,8 @@ class TrainingJob(submitit.helpers.Checkpointable):
 
 
 def submit(job: TrainingJob, *, partition: str | None, time_minutes: int, gpus: int, cpus: int, mem_gb: float | None,
-           signal_delay_s: int, max_requeues: int, extra: dict | None = None) -> submitit.Job:
+           signal_delay_s: int, max_requeues: int, extra: dict | None = None, nodes: int = 1,
+           tasks_per_node: int = 1) -> submitit.Job:
     """Submit with settings that fit long runs split over many jobs (see README: submitit's traps)."""
     if signal_delay_s >= time_minutes * 60:
         raise UserError(f"--signal-delay {signal_delay_s} s must be shorter than --time {time_minutes} min")
@@ -55,7 +58,9 @@ def submit(job: TrainingJob, *, partition: str | None, time_minutes: int, gpus: 
     # submitit's default of 3 timeouts ends a 200-epoch run after 4 jobs; and with a limit of 10
     # minutes or less every USR2 counts as a timeout (it counts those past min(80%, limit - 10 min))
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm", slurm_max_num_timeout=max_requeues)
+    # several tasks: submitit starts them with srun, and its --signal (USR2, without B:) reaches each one
     params = {"timeout_min": time_minutes, "cpus_per_task": cpus, "slurm_signal_delay_s": signal_delay_s,
+              "nodes": nodes, "tasks_per_node": tasks_per_node,
               "name": job.run_id, "slurm_additional_parameters": {"requeue": True, **(extra or {})}}
     if gpus:
         params["gpus_per_node"] = gpus

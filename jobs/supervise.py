@@ -15,6 +15,8 @@ only when all of these hold:
 - no TERM reached the job (SLURM is cancelling or preempting it, and decides itself);
 - it runs inside a SLURM job.
 Every crash is recorded as a `crash` event: exit status, step, and whether it was requeued and why (not).
+Under `srun` with several tasks each task has its supervisor; only task 0's records and requeues (the
+other trainers' deaths reach rank 0 as a failed collective).
 
 A signal that arrives before the trainer's handlers are in (it imports torch) is held back and forwarded
 once they are: a warning is never lost, and never kills the trainer with USR2's default action. The
@@ -146,6 +148,10 @@ class Supervisor:
     def _crashed(self, returncode: int, start_step: int | None, crash_step: int | None) -> int:
         exit_code = 128 - returncode if returncode < 0 else returncode  # like a shell: 137 for SIGKILL
         what = describe_exit(returncode)
+        if os.environ.get("SLURM_PROCID", "0") != "0":
+            # one task of several (srun): rank 0's trainer sees the loss, stops, and its supervisor decides
+            print(f"supervise: the trainer of task {os.environ['SLURM_PROCID']} ended ({what})", file=sys.stderr)
+            return exit_code
         run = run_of(self.command)
         if run is None:
             print(f"supervise: the trainer ended ({what}); no --run-id in its command, so no retry", file=sys.stderr)

@@ -12,13 +12,21 @@ kernels at once. The augmentation stays eager, outside the graph. "compile" adds
 fused by torch.compile (inductor), inside the graph on the fast path. The state dicts are the plain
 module's (no `_orig_mod.`) and the optimizer's are plain floats, so a fast-path checkpoint loads into an
 eager run and back.
+
+Trained by several processes (jobs/ has set up torch.distributed), each rank takes its shard of every
+global batch of the same permutation (batch_size / world size images) and DistributedDataParallel averages
+the gradients, so each step sees the images a single process would. Evaluation is sharded and summed.
+The fast path's CUDA graph is not used there (DDP's all-reduce runs outside it): bf16, channels_last and
+compile are.
 """
 import math
 import os
 import time
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from jobs.errors import UserError
 from resnet import config as run_config
@@ -67,12 +75,19 @@ class ResNetTask:
         if config["device"] == "cuda" and not torch.cuda.is_available():
             raise UserError("this run trains on cuda, but no CUDA device is available here")
         self.device = torch.device(config["device"])
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
         if config["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
             torch.backends.cudnn.benchmark = False
             torch.use_deterministic_algorithms(True)
         else:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+        self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        if config["batch_size"] % self.world_size:
+            raise UserError(f"batch size {config['batch_size']} does not divide among {self.world_size} processes; "
+                            f"give a multiple of {self.world_size}")
+        self.rank_batch = config["batch_size"] // self.world_size  # this rank's share of every batch
         started = time.perf_counter()
         train, self.val_set, self.test_set = load_data(config)
         self.startup_phases = {"data": time.perf_counter() - started}  # for jobs' first-step event
@@ -93,9 +108,16 @@ class ResNetTask:
         self.model = build_model(config["block"], config["size"]).to(self.device)
         self.memory_format = torch.channels_last if config["channels_last"] else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        self.forward = compile_model(self.model) if config["compile"] else self.model
+        self.forward = self.model
+        if dist.is_initialized():  # every rank starts from the same weights (same seed), DDP checks it
+            self.forward = DistributedDataParallel(self.model, device_ids=[self.device.index or 0]
+                                                   if self.device.type == "cuda" else None)
+        self.forward = compile_model(self.forward) if config["compile"] else self.forward
+        # DDP's forward is a collective (it broadcasts rank 0's buffers): evaluation, whose slices may take
+        # more batches on one rank than on another, runs the module itself
+        self.eval_forward = self.model if dist.is_initialized() else self.forward
         # the graph's update is the fused kernel: one launch, and it reads the rate from a device tensor
-        graphed = config["fast"] and self.device.type == "cuda"
+        graphed = config["fast"] and self.device.type == "cuda" and not dist.is_initialized()
         self.optimizer_flags = {"fused": True if graphed else None, "foreach": None}
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                          nesterov=config["nesterov"], weight_decay=config["weight_decay"],
@@ -106,7 +128,8 @@ class ResNetTask:
         schedule, warmup = config["schedule"], config["warmup_epochs"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, total, spe, schedule, warmup))
-        self.augment_generator = torch.Generator(device=self.device).manual_seed(config["seed"])
+        # each rank its own crops and flips (rank 0, or a single process, as before)
+        self.augment_generator = torch.Generator(device=self.device).manual_seed(config["seed"] + 1_000_003 * self.rank)
         self._permutation_epoch, self._permutation = None, None
         self.graphed_step = GraphedStep(self.model, self.optimizer, self._step) if graphed else None
 
@@ -123,8 +146,8 @@ class ResNetTask:
         if self._permutation_epoch != epoch:
             self._permutation = epoch_permutation(len(self.train_labels), self.config["seed"], epoch).to(self.device)
             self._permutation_epoch = epoch
-        batch = self.config["batch_size"]
-        index = self._permutation[position * batch:(position + 1) * batch]
+        first = position * self.config["batch_size"] + self.rank * self.rank_batch  # this rank's shard
+        index = self._permutation[first:first + self.rank_batch]
         images = random_crop_flip(self.train_images[index], self.augment_generator)
         inputs = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
         return self.train_on(inputs, self.train_labels[index])
@@ -150,29 +173,41 @@ class ResNetTask:
         self.optimizer.step()
         return loss.detach(), (logits.argmax(1) == labels).sum()
 
-    def _logits(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _logits(self, inputs: torch.Tensor, forward=None) -> torch.Tensor:
         """float32 logits. No autocast cache: a CUDA graph cannot capture one, and each weight is cast once anyway."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config["bf16"], cache_enabled=False):
-            logits = self.forward(inputs)
+            logits = (forward or self.forward)(inputs)
         return logits.float()
 
     @torch.no_grad()
     def confusion(self, data: Dataset) -> tuple[torch.Tensor, float]:
-        """(confusion matrix: a row per true class, a column per predicted one; the mean loss) over `data`."""
+        """(confusion matrix: a row per true class, a column per predicted one; the mean loss) over `data`.
+
+        With several processes each rank scores its slice with rank 0's BatchNorm statistics (those that a
+        checkpoint saves), and the counts are summed: every rank returns the same figures."""
+        if dist.is_initialized():
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
         self.model.eval()
-        confusion, loss = None, torch.zeros((), device=self.device)
-        for start in range(0, len(data), EVAL_BATCH):
-            images = data.images[start:start + EVAL_BATCH].to(self.device)
-            labels = data.labels[start:start + EVAL_BATCH].to(self.device)
+        classes = self.model.fc.out_features
+        confusion = torch.zeros(classes, classes, device=self.device)
+        loss = torch.zeros((), device=self.device)
+        shard = -(-len(data) // self.world_size)
+        mine = range(self.rank * shard, min((self.rank + 1) * shard, len(data)))
+        for start in range(mine.start, mine.stop, EVAL_BATCH):
+            end = min(start + EVAL_BATCH, mine.stop)
+            images = data.images[start:end].to(self.device)
+            labels = data.labels[start:end].to(self.device)
             inputs = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
-            logits = self._logits(inputs)
+            logits = self._logits(inputs, self.eval_forward)
             if self.config["eval_flip"]:  # the mirror image is as likely as the image: average both
-                logits = (logits + self._logits(inputs.flip(3))) / 2
+                logits = (logits + self._logits(inputs.flip(3), self.eval_forward)) / 2
             loss += F.cross_entropy(logits, labels, reduction="sum")
-            classes = logits.shape[1]
             # one-hot products count (true, predicted) pairs: exact, and deterministic on a GPU (bincount is not)
-            pairs = F.one_hot(labels, classes).T.float() @ F.one_hot(logits.argmax(1), classes).float()
-            confusion = pairs if confusion is None else confusion + pairs
+            confusion += F.one_hot(labels, classes).T.float() @ F.one_hot(logits.argmax(1), classes).float()
+        if dist.is_initialized():
+            dist.all_reduce(confusion)
+            dist.all_reduce(loss)
         self.model.train()
         return confusion.round().long().cpu(), loss.item() / len(data)
 
@@ -194,6 +229,13 @@ class ResNetTask:
                 "scheduler": self.scheduler.state_dict(), "augment_generator": self.augment_generator.get_state(),
                 "data": {"epoch": epoch, "position": position, "permutation_seed": self.config["seed"]},
                 "step": self.step}
+
+    def rank_state_dict(self) -> dict:
+        """What differs between the ranks of a run trained by several processes: each one's crops and flips."""
+        return {"augment_generator": self.augment_generator.get_state()}
+
+    def load_rank_state_dict(self, state: dict) -> None:
+        self.augment_generator.set_state(state["augment_generator"])
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

@@ -2,6 +2,7 @@
 """Submit a resumable training run to SLURM through submitit (same training flags as train.py).
 
     python scripts/submit.py --data-dir data/cifar-10-batches-py --run-id resnet32 --time 120 --gpus 1
+    python scripts/submit.py --data-dir data/cifar-10-batches-py --run-id ddp8 --nodes 2 --tasks-per-node 4 --gpus 4
 
 The job requeues itself on SLURM's time-limit warning (USR2) after a step-boundary save, until the
 run is finished; `python scripts/status.py` shows where it stands.
@@ -28,6 +29,10 @@ def main(argv=None) -> int:
     slurm.add_argument("--partition")
     slurm.add_argument("--time", type=positive_int, default=120, help="minutes per job (default 120)")
     slurm.add_argument("--gpus", type=int, default=1, help="GPUs per node (default 1; 0 for none)")
+    slurm.add_argument("--nodes", type=positive_int, default=1, help="nodes (default 1)")
+    slurm.add_argument("--tasks-per-node", type=positive_int, default=1,
+                       help="training processes per node, one per GPU (default 1); more than one process in all "
+                            "trains with DDP, the global batch shared among them")
     slurm.add_argument("--cpus", type=positive_int, default=4)
     slurm.add_argument("--mem", type=float, help="memory per node in GB")
     slurm.add_argument("--signal-delay", type=positive_int, default=120,
@@ -45,8 +50,17 @@ def main(argv=None) -> int:
     if run.exists() and not args.resume_if_exists:
         raise UserError(f"run {args.run_id!r} already exists; continue it with "
                         f"`python scripts/resume.py --run-id {args.run_id}` or pass --resume-if-exists")
+    world_size = args.nodes * args.tasks_per_node
+    if config["batch_size"] % world_size:
+        raise UserError(f"batch size {config['batch_size']} does not divide among {world_size} processes "
+                        f"(--nodes {args.nodes} x --tasks-per-node {args.tasks_per_node}); give a multiple of "
+                        f"{world_size}")
+    if args.gpus and args.gpus != args.tasks_per_node and args.tasks_per_node > 1:
+        raise UserError(f"--tasks-per-node {args.tasks_per_node} with --gpus {args.gpus}: DDP runs one process "
+                        "per GPU, give as many of each")
     job = TrainingJob(REFERENCE, config, args.runs_dir, args.run_id, loop_config_from_args(args).to_dict())
     submitted = submit(job, partition=args.partition, time_minutes=args.time, gpus=args.gpus, cpus=args.cpus,
+                       nodes=args.nodes, tasks_per_node=args.tasks_per_node,
                        mem_gb=args.mem, signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
                        extra={"account": args.account} if args.account else None)
     print(f"submitted run {args.run_id} as SLURM job {submitted.job_id}; "

@@ -35,6 +35,8 @@ def lifecycle(tmp_path_factory):
     """A real trainer: its status while it trains, after a SIGKILL, and after an in-process resume."""
     runs = tmp_path_factory.mktemp("status-runs")
     path = runs / "st"
+    with isolated():  # its first use imports torch (1-2 s): not inside the trainer's 1.8 s below
+        pass
     proc = spawn("train.py", *SHORT, "--run-id", "st", "--runs-dir", runs, "--checkpoint-every-steps", "1",
                  slow=0.1)
     try:

@@ -1,0 +1,238 @@
+"""Several processes on one run (jobs/distributed.py): real processes, a real gloo process group on the CPU.
+
+The ranks are started the way torchrun starts them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT in the
+environment), here by the test itself so that it can signal or kill one rank alone; one test goes through
+torchrun and its Ctrl-C. A 2-rank run interrupted in each way and resumed must end with the weights of an
+uninterrupted 2-rank run, bit for bit. The SLURM launches (srun, submitit) are in test_slurm_ddp.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from jobs import distributed
+from jobs.checkpoint import CheckpointStore
+from jobs.manifest import committed_entries
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+# ResNet-8 on 600 synthetic images (540 train): global batch 32 = 16 per rank, 16 steps per epoch, 160 steps
+RUN = ["--synthetic", "600", "--size", "1", "--batch-size", "32", "--epochs", "10", "--device", "cpu",
+       "--checkpoint-every-steps", "3"]
+STEPS = 160
+TIMEOUT = 10  # seconds a rank waits for a dead peer (JOBS_COLLECTIVE_TIMEOUT_SECONDS)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(rank: int, world: int, port: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOBS_TEST_"))}
+    return dict(env, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port), OMP_NUM_THREADS="1", JOBS_COLLECTIVE_TIMEOUT_SECONDS=str(TIMEOUT))
+
+
+class Ranks:
+    """`world` trainer processes of one run, started at once, stdout/stderr to files."""
+
+    def __init__(self, tmp: Path, script_args: list[str], world: int = 2, name: str = "ranks"):
+        port = free_port()
+        self.logs = [tmp / f"{name}-rank{r}.log" for r in range(world)]
+        self.procs = [subprocess.Popen([PY, *script_args], cwd=REPO, env=env_for(r, world, port),
+                                       stdout=open(log, "w"), stderr=subprocess.STDOUT)
+                      for r, log in enumerate(self.logs)]
+
+    def wait(self, timeout: float = 240) -> list[int]:
+        deadline = time.monotonic() + timeout
+        codes = []
+        for proc in self.procs:
+            try:
+                codes.append(proc.wait(timeout=max(deadline - time.monotonic(), 1)))
+            except subprocess.TimeoutExpired:
+                for p in self.procs:
+                    p.kill()
+                pytest.fail(f"ranks still running after {timeout} s:\n{self.output()}")
+        return codes
+
+    def output(self) -> str:
+        return "\n".join(f"--- rank {r}\n{log.read_text()}" for r, log in enumerate(self.logs))
+
+
+def train(tmp: Path, runs: Path, run_id: str, world: int = 2, extra=()) -> Ranks:
+    return Ranks(tmp, ["scripts/train.py", *RUN, "--runs-dir", str(runs), "--run-id", run_id, *extra], world,
+                 name=run_id)
+
+
+def resume(tmp: Path, runs: Path, run_id: str, world: int = 2) -> Ranks:
+    return Ranks(tmp, ["scripts/resume.py", "--local", "--runs-dir", str(runs), "--run-id", run_id], world,
+                 name=f"{run_id}-resume")
+
+
+def events(run_dir: Path) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def kinds(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in events(run_dir) if e["event"] == kind]
+
+
+def digest(run_dir: Path) -> str:
+    newest = committed_entries(run_dir)[-1]
+    assert newest["final"], newest
+    return newest["model_digest"]
+
+
+def wait_for_checkpoint(run_dir: Path, ranks: Ranks, at_least_step: int = 6, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e["step"] >= at_least_step for e in kinds(run_dir, "checkpoint")):
+            return
+        if any(p.poll() is not None for p in ranks.procs):
+            pytest.fail(f"a rank ended early:\n{ranks.output()}")
+        time.sleep(0.05)
+    pytest.fail(f"no checkpoint after {timeout} s:\n{ranks.output()}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> str:
+    """The model digest of an uninterrupted 2-rank run."""
+    tmp = tmp_path_factory.mktemp("ddp_reference")
+    ranks = train(tmp, tmp / "runs", "ref")
+    assert ranks.wait() == [0, 0], ranks.output()
+    run_dir = tmp / "runs" / "ref"
+    start = kinds(run_dir, "start")[0]
+    assert (start["world_size"], start["launcher"]) == (2, "env")
+    assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
+    return digest(run_dir)
+
+
+def test_a_signal_to_one_rank_stops_both_at_one_step_and_resume_is_exact(tmp_path, reference):
+    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "term1"
+    ranks = train(tmp_path, runs, "term1")
+    wait_for_checkpoint(run_dir, ranks)
+    ranks.procs[1].send_signal(signal.SIGTERM)  # rank 1 alone
+    assert ranks.wait() == [75, 75], ranks.output()
+    signals, stops = kinds(run_dir, "signal"), kinds(run_dir, "stop")
+    assert len(signals) == 1 and len(stops) == 1, events(run_dir)
+    assert signals[0]["ranks"] == {"1": "SIGTERM"} and signals[0]["signal"] == "SIGTERM", signals
+    stop_step = stops[0]["step"]
+    assert 0 < stop_step < STEPS and stops[0]["checkpoint_ok"], stops
+    saved = [e for e in committed_entries(run_dir) if e["step"] == stop_step]
+    assert len(saved) == 1, committed_entries(run_dir)
+    # the checkpoint holds both ranks' RNG and augmentation generator states
+    state, _ = CheckpointStore(run_dir, keep_last=3).load_latest()
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    generators = [r["task"]["augment_generator"] for r in state["ranks"]]
+    assert not torch.equal(generators[0], generators[1])  # each rank draws its own crops
+    assert torch.equal(generators[0], state["task"]["augment_generator"])
+
+    again = resume(tmp_path, runs, "term1")
+    assert again.wait() == [0, 0], again.output()
+    assert kinds(run_dir, "resume")[0]["step"] == stop_step  # zero steps lost
+    assert digest(run_dir) == reference
+
+
+def test_a_rank_killed_alone_does_not_hang_the_other_and_resume_is_exact(tmp_path, reference):
+    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "kill1"
+    ranks = train(tmp_path, runs, "kill1")
+    wait_for_checkpoint(run_dir, ranks)
+    ranks.procs[1].kill()
+    killed_at = time.monotonic()
+    codes = ranks.wait(timeout=TIMEOUT + 60)
+    waited = time.monotonic() - killed_at
+    assert codes == [1, -signal.SIGKILL], ranks.output()
+    assert waited < TIMEOUT + 30, waited  # bounded by the collective timeout (gloo sees the dead peer sooner)
+    error = kinds(run_dir, "error")[-1]
+    assert error["cause"] == "peer-lost" and error["rank"] == 0, error
+    assert "lost the other processes" in ranks.logs[0].read_text()
+    assert "Traceback" not in ranks.logs[0].read_text(), ranks.output()
+    committed = committed_entries(run_dir)[-1]["step"]
+    again = resume(tmp_path, runs, "kill1")
+    assert again.wait() == [0, 0], again.output()
+    assert kinds(run_dir, "resume")[0]["step"] == committed  # from the last committed checkpoint
+    assert digest(run_dir) == reference
+
+
+def test_torchrun_ctrl_c_then_resume_is_exact(tmp_path, reference):
+    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "tr"
+    command = [PY, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOBS_TEST_"))}
+    log = tmp_path / "torchrun.log"
+    proc = subprocess.Popen([*command, "scripts/train.py", *RUN, "--runs-dir", str(runs), "--run-id", "tr"],
+                            cwd=REPO, env=dict(env, OMP_NUM_THREADS="1"), stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for = time.monotonic() + 90
+    while not any(e["step"] >= 6 for e in kinds(run_dir, "checkpoint")):
+        assert proc.poll() is None and time.monotonic() < wait_for, log.read_text()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+    proc.wait(timeout=60)
+    stops = kinds(run_dir, "stop")
+    assert len(stops) == 1 and stops[0]["checkpoint_ok"] and stops[0]["signal"] == "SIGINT", log.read_text()
+    assert kinds(run_dir, "start")[0]["launcher"] == "torchrun"
+    # the same command again, as a user re-runs it (torchrun would take resume.py's --local for its own flag)
+    done = subprocess.run([*command, "scripts/train.py", *RUN, "--runs-dir", str(runs), "--run-id", "tr",
+                           "--resume-if-exists"],
+                          cwd=REPO, env=dict(env, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert kinds(run_dir, "resume")[0]["step"] == stops[0]["step"]
+    assert digest(run_dir) == reference
+
+
+def test_resume_with_another_world_size_is_refused(tmp_path):
+    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "ws"
+    ranks = train(tmp_path, runs, "ws", extra=["--epochs", "1"])
+    assert ranks.wait() == [0, 0], ranks.output()
+    config = (run_dir / "config.json").read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE"))}
+    done = subprocess.run([PY, "scripts/resume.py", "--local", "--runs-dir", str(runs), "--run-id", "ws",
+                           "--epochs", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    assert "trained by 2 process(es)" in done.stderr and "this launch has 1" in done.stderr, done.stderr
+    assert (run_dir / "config.json").read_bytes() == config
+
+
+def test_a_batch_that_does_not_divide_among_the_ranks_is_one_clear_error(tmp_path):
+    ranks = train(tmp_path, tmp_path / "runs", "odd", extra=["--batch-size", "33"])
+    assert ranks.wait() == [2, 2], ranks.output()
+    rank0, rank1 = (log.read_text() for log in ranks.logs)
+    assert rank0.strip() == "error: batch size 33 does not divide among 2 processes; give a multiple of 2", rank0
+    assert rank1.strip() == "", rank1  # rank 0 says it once
+    assert not (tmp_path / "runs" / "odd").exists()
+
+
+# -- the launch environment, parsed -------------------------------------------------------------------
+def test_a_single_process_initializes_nothing():
+    assert distributed.from_environment({}) is None
+    # a batch shell of `sbatch -n 2` (no srun step) is one process, though SLURM_NTASKS says 2
+    assert distributed.from_environment({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_PROCID": "0"}) is None
+    assert distributed.from_environment({"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0",
+                                         "SLURM_LOCALID": "0"}) is None
+
+
+def test_srun_tasks_meet_on_the_first_node_at_a_port_from_the_job_id():
+    env = {"SLURM_JOB_ID": "12345", "SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
+           "SLURM_STEP_NUM_NODES": "1", "SLURM_STEP_NODELIST": "node0"}
+    launch = distributed.from_environment(env)
+    assert launch == distributed.Launch(3, 4, 1, "127.0.0.1", distributed.PORT_BASE + 12345, "srun")
+    assert distributed.from_environment(dict(env, MASTER_PORT="4000", MASTER_ADDR="10.0.0.1")).master_port == 4000
+
+
+def test_torchrun_variables_win():
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "29400",
+           "TORCHELASTIC_RUN_ID": "x", "SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "0"}
+    assert distributed.from_environment(env) == distributed.Launch(1, 2, 1, "h", 29400, "torchrun")
