@@ -140,7 +140,7 @@ def _plan(run: RunDir, workload_ref: str | None, task_config: dict | None, mode:
 
 def _launch(workload_ref, task_config, runs_dir: Path, run_id: str, mode: str, loop, overrides, force, job,
             reporter: Reporter, on_stop, ranks: Ranks, clock: StartupClock) -> int:
-    run = RunDir(runs_dir, run_id, read_only=not ranks.is_writer)
+    run = on_every_rank(ranks, lambda: RunDir(runs_dir, run_id, read_only=not ranks.is_writer))  # a bad run id
     plan = on_rank0(ranks, lambda: _plan(run, workload_ref, task_config, mode, loop, overrides, ranks.world_size))
     workload, loop, exists, changes = load_workload(plan["workload_ref"]), LoopConfig(**plan["loop"]), \
         plan["exists"], plan["changes"]
@@ -156,10 +156,7 @@ def _launch(workload_ref, task_config, runs_dir: Path, run_id: str, mode: str, l
     # Signals are caught from here on; TERM that SLURM sends after our own requeue finds the flag too.
     with StopFlag() as stop:
         try:
-            config = {"workload": plan["workload_ref"], "task": plan["task_config"], "loop": loop.to_dict(),
-                      "job": job or slurm.job_record() or (plan["frozen"] or {}).get("job"),
-                      "world_size": ranks.world_size, "created": (plan["frozen"] or {}).get("created", time.time())}
-            refused = on_rank0(ranks, lambda: _take_run(run, lock, force, reporter, config, plan["frozen"]))
+            refused = on_rank0(ranks, lambda: _take_run(run, lock, force, reporter, plan, job, ranks.world_size))
             if refused is not None:
                 return refused
             outcome = _train(run, workload, task, loop, reporter, exists, changes, stop, clock, ranks)
@@ -169,9 +166,14 @@ def _launch(workload_ref, task_config, runs_dir: Path, run_id: str, mode: str, l
         return _exit_code(outcome, run, runs_dir, loop, reporter, stop, on_stop, ranks)
 
 
-def _take_run(run: RunDir, lock: RunLock, force: bool, reporter: Reporter, config: dict, frozen: dict | None
-              ) -> int | None:
+def _take_run(run: RunDir, lock: RunLock, force: bool, reporter: Reporter, plan: dict, job: dict | None,
+              world_size: int) -> int | None:
     """Rank 0: create the run directory, take the lock, write the config. An exit code if refused."""
+    frozen = plan["frozen"]
+    # inside SLURM, the job's parameters are recorded so that resume.py can resubmit the run
+    config = {"workload": plan["workload_ref"], "task": plan["task_config"], "loop": plan["loop"],
+              "job": job or slurm.job_record() or (frozen or {}).get("job"), "world_size": world_size,
+              "created": (frozen or {}).get("created", time.time())}
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -26,7 +26,9 @@ mknod "$DIR/dev/nvidia0" c 1 3 && mknod "$DIR/dev/nvidia1" c 1 3
 echo "Name=gpu File=$DIR/dev/nvidia[0-1]" >"$DIR/gres.conf"
 DBD_PORT=${SLURM_DEV_DBD_PORT:-6819}
 DB_PORT=${SLURM_DEV_DB_PORT:-3307}   # not 3306: a machine's own MariaDB may hold that one
-cpus=$(nproc)
+# Twice the machine's cores by default: the tests' jobs mostly wait (paced checkpoint writes, sleeps,
+# signals), and twice as many of them fit side by side (SlurmdParameters=config_overrides below).
+cpus=${SLURM_DEV_CPUS:-$(( $(nproc) * 2 ))}
 mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
 cat >"$SLURM_CONF" <<EOF
 ClusterName=dev
@@ -59,6 +61,8 @@ AuthInfo=cred_expire=5
 KillWait=10
 MinJobAge=600
 ReturnToService=2
+# node0's CPUs are the ones configured here, not those slurmd counts (see cpus= above)
+SlurmdParameters=config_overrides
 # Preemption: a job in "urgent" requeues jobs in "debug". preempt_send_user_signal
 # sends the job's --signal (e.g. B:USR2) at once; SIGTERM follows at the end of GraceTime.
 PreemptType=preempt/partition_prio
