@@ -403,20 +403,25 @@ def drive_sbatch_requeue(ctx: Ctx) -> dict:
     return job_ended(ctx, res, t0)
 
 
-def drive_submitit_requeue(ctx: Ctx) -> dict:
+def submitit_requeue(ctx: Ctx, run_id: str, tasks: int) -> dict:
     t0 = time.monotonic()
     env = dict(ctx.env, JOBS_TEST_SLOW_WRITE_SECONDS=str(WRITE_S))  # no SBATCH_SIGNAL: submitit sets USR2@20
-    run_id = "e2e-submitit"
+    if tasks > 1:
+        env["SBATCH_OVERCOMMIT"] = "1"
     done = script(["scripts/submit.py", *LONG, "--run-id", run_id, "--runs-dir", ctx.runs, "--time", "1",
-                   "--gpus", "0", "--cpus", "1", "--signal-delay", "20"], env)
+                   "--gpus", "0", "--cpus", "1", "--signal-delay", "20", "--tasks-per-node", str(tasks)], env)
     found = re.search(r"as SLURM job (\d+)", done.stdout)
     assert done.returncode == 0 and found, f"submit.py failed: {done.stdout}{done.stderr}"
     job = int(found.group(1))
     SUBMITTED.append(job)
     run_dir = ctx.runs / run_id
     folder = run_dir / "submitit" / str(job)
-    res = {"job": job, "run_dir": run_dir, "outputs": [folder / f"{job}_0_log.out", folder / f"{job}_0_log.err"]}
-    return job_ended(ctx, res, t0)
+    outputs = [folder / f"{job}_{task}_log.{kind}" for task in range(tasks) for kind in ("out", "err")]
+    return job_ended(ctx, {"job": job, "run_dir": run_dir, "outputs": outputs}, t0)
+
+
+def drive_submitit_requeue(ctx: Ctx) -> dict:
+    return submitit_requeue(ctx, "e2e-submitit", tasks=1)
 
 
 def drive_ddp_sbatch_requeue(ctx: Ctx) -> dict:
@@ -428,19 +433,7 @@ def drive_ddp_sbatch_requeue(ctx: Ctx) -> dict:
 
 
 def drive_ddp_submitit_requeue(ctx: Ctx) -> dict:
-    t0 = time.monotonic()
-    env = dict(ctx.env, JOBS_TEST_SLOW_WRITE_SECONDS=str(WRITE_S), SBATCH_OVERCOMMIT="1")
-    run_id = "e2e-ddp-submitit"
-    done = script(["scripts/submit.py", *LONG, "--run-id", run_id, "--runs-dir", ctx.runs, "--time", "1",
-                   "--gpus", "0", "--cpus", "1", "--signal-delay", "20", "--tasks-per-node", "2"], env)
-    found = re.search(r"as SLURM job (\d+)", done.stdout)
-    assert done.returncode == 0 and found, f"submit.py failed: {done.stdout}{done.stderr}"
-    job = int(found.group(1))
-    SUBMITTED.append(job)
-    run_dir = ctx.runs / run_id
-    folder = run_dir / "submitit" / str(job)
-    outputs = [folder / f"{job}_{task}_log.{kind}" for task in (0, 1) for kind in ("out", "err")]
-    return job_ended(ctx, {"job": job, "run_dir": run_dir, "outputs": outputs}, t0)
+    return submitit_requeue(ctx, "e2e-ddp-submitit", tasks=2)
 
 
 @pytest.fixture(scope="module")
