@@ -2,8 +2,10 @@
 
 The ranks are started the way torchrun starts them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT in the
 environment), here by the test itself so that it can signal or kill one rank alone; one test goes through
-torchrun and its Ctrl-C. A 2-rank run interrupted in each way and resumed must end with the weights of an
-uninterrupted 2-rank run, bit for bit. The SLURM launches (srun, submitit) are in test_slurm_e2e.py.
+torchrun and its Ctrl-C. A 3-rank run interrupted in each way and resumed must end with the weights of an
+uninterrupted 3-rank run, bit for bit (three, not two: with more than two ranks the order in which the
+gradients are summed matters, see resnet/task.py's all_reduce_in_model_order). The SLURM launches (srun,
+submitit), with two tasks, are in test_slurm_e2e.py.
 """
 from __future__ import annotations
 
@@ -26,10 +28,11 @@ from jobs.manifest import committed_entries
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-# ResNet-8 on 600 synthetic images (540 train): global batch 32 = 16 per rank, 16 steps per epoch, 96 steps
-RUN = ["--synthetic", "600", "--size", "1", "--batch-size", "32", "--epochs", "6", "--device", "cpu",
+# ResNet-8 on 600 synthetic images (540 train): global batch 30 = 10 per rank, 18 steps per epoch, 90 steps
+WORLD = 3
+RUN = ["--synthetic", "600", "--size", "1", "--batch-size", "30", "--epochs", "5", "--device", "cpu",
        "--checkpoint-every-steps", "3"]
-STEPS = 96
+STEPS = 90
 TIMEOUT = 10  # seconds a rank waits for a dead peer (JOBS_COLLECTIVE_TIMEOUT_SECONDS)
 
 
@@ -48,7 +51,7 @@ def env_for(rank: int, world: int, port: int) -> dict:
 class Ranks:
     """`world` trainer processes of one run, started at once, stdout/stderr to files."""
 
-    def __init__(self, tmp: Path, script_args: list[str], world: int = 2, name: str = "ranks"):
+    def __init__(self, tmp: Path, script_args: list[str], world: int = WORLD, name: str = "ranks"):
         port = free_port()
         self.logs = [tmp / f"{name}-rank{r}.log" for r in range(world)]
         self.procs = [subprocess.Popen([PY, *script_args], cwd=REPO, env=env_for(r, world, port),
@@ -71,12 +74,12 @@ class Ranks:
         return "\n".join(f"--- rank {r}\n{log.read_text()}" for r, log in enumerate(self.logs))
 
 
-def train(tmp: Path, runs: Path, run_id: str, world: int = 2, extra=()) -> Ranks:
+def train(tmp: Path, runs: Path, run_id: str, world: int = WORLD, extra=()) -> Ranks:
     return Ranks(tmp, ["scripts/train.py", *RUN, "--runs-dir", str(runs), "--run-id", run_id, *extra], world,
                  name=run_id)
 
 
-def resume(tmp: Path, runs: Path, run_id: str, world: int = 2) -> Ranks:
+def resume(tmp: Path, runs: Path, run_id: str, world: int = WORLD) -> Ranks:
     return Ranks(tmp, ["scripts/resume.py", "--local", "--runs-dir", str(runs), "--run-id", run_id], world,
                  name=f"{run_id}-resume")
 
@@ -109,20 +112,20 @@ def wait_for_checkpoint(run_dir: Path, ranks: Ranks, at_least_step: int = 6, tim
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory) -> Path:
-    """An uninterrupted 2-rank run (its directory)."""
+    """An uninterrupted 3-rank run (its directory)."""
     tmp = tmp_path_factory.mktemp("ddp_reference")
     ranks = train(tmp, tmp / "runs", "ref")
-    assert ranks.wait() == [0, 0], ranks.output()
+    assert ranks.wait() == [0] * WORLD, ranks.output()
     run_dir = tmp / "runs" / "ref"
     start = kinds(run_dir, "start")[0]
-    assert (start["world_size"], start["launcher"]) == (2, "env")
-    assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
+    assert (start["world_size"], start["launcher"]) == (WORLD, "env")
+    assert json.loads((run_dir / "config.json").read_text())["world_size"] == WORLD
     return run_dir
 
 
 @pytest.fixture(scope="module")
 def reference(reference_run) -> str:
-    """The model digest of the uninterrupted 2-rank run."""
+    """The model digest of the uninterrupted 3-rank run."""
     return digest(reference_run)
 
 
@@ -131,7 +134,7 @@ def test_a_signal_to_one_rank_stops_both_at_one_step_and_resume_is_exact(tmp_pat
     ranks = train(tmp_path, runs, "term1")
     wait_for_checkpoint(run_dir, ranks)
     ranks.procs[1].send_signal(signal.SIGTERM)  # rank 1 alone
-    assert ranks.wait() == [75, 75], ranks.output()
+    assert ranks.wait() == [75] * WORLD, ranks.output()
     signals, stops = kinds(run_dir, "signal"), kinds(run_dir, "stop")
     assert len(signals) == 1 and len(stops) == 1, events(run_dir)
     assert signals[0]["ranks"] == {"1": "SIGTERM"} and signals[0]["signal"] == "SIGTERM", signals
@@ -141,13 +144,13 @@ def test_a_signal_to_one_rank_stops_both_at_one_step_and_resume_is_exact(tmp_pat
     assert len(saved) == 1, committed_entries(run_dir)
     # the checkpoint holds both ranks' RNG and augmentation generator states
     state, _ = CheckpointStore(run_dir, keep_last=3).load_latest()
-    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    assert state["world_size"] == WORLD and len(state["ranks"]) == WORLD
     generators = [r["task"]["augment_generator"] for r in state["ranks"]]
     assert not torch.equal(generators[0], generators[1])  # each rank draws its own crops
     assert torch.equal(generators[0], state["task"]["augment_generator"])
 
     again = resume(tmp_path, runs, "term1")
-    assert again.wait() == [0, 0], again.output()
+    assert again.wait() == [0] * WORLD, again.output()
     assert kinds(run_dir, "resume")[0]["step"] == stop_step  # zero steps lost
     assert digest(run_dir) == reference
 
@@ -160,7 +163,7 @@ def test_a_rank_killed_alone_does_not_hang_the_other_and_resume_is_exact(tmp_pat
     killed_at = time.monotonic()
     codes = ranks.wait(timeout=TIMEOUT + 60)
     waited = time.monotonic() - killed_at
-    assert codes == [1, -signal.SIGKILL], ranks.output()
+    assert codes == [1, -signal.SIGKILL, 1], ranks.output()
     assert waited < TIMEOUT + 30, waited  # bounded by the collective timeout (gloo sees the dead peer sooner)
     error = kinds(run_dir, "error")[-1]
     assert error["cause"] == "peer-lost" and error["rank"] == 0, error
@@ -168,14 +171,14 @@ def test_a_rank_killed_alone_does_not_hang_the_other_and_resume_is_exact(tmp_pat
     assert "Traceback" not in ranks.logs[0].read_text(), ranks.output()
     committed = committed_entries(run_dir)[-1]["step"]
     again = resume(tmp_path, runs, "kill1")
-    assert again.wait() == [0, 0], again.output()
+    assert again.wait() == [0] * WORLD, again.output()
     assert kinds(run_dir, "resume")[0]["step"] == committed  # from the last committed checkpoint
     assert digest(run_dir) == reference
 
 
 def test_torchrun_ctrl_c_then_resume_is_exact(tmp_path, reference):
     runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "tr"
-    command = [PY, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    command = [PY, "-m", "torch.distributed.run", "--nproc-per-node", str(WORLD), "--master-port", str(free_port())]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOBS_TEST_"))}
     log = tmp_path / "torchrun.log"
     proc = subprocess.Popen([*command, "scripts/train.py", *RUN, "--runs-dir", str(runs), "--run-id", "tr"],
@@ -208,16 +211,16 @@ def test_resume_with_another_world_size_is_refused(tmp_path, reference_run):
                            "--epochs", "7"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
-    assert "trained by 2 process(es)" in done.stderr and "this launch has 1" in done.stderr, done.stderr
+    assert "trained by 3 process(es)" in done.stderr and "this launch has 1" in done.stderr, done.stderr
     assert (run_dir / "config.json").read_bytes() == config
 
 
 def test_a_batch_that_does_not_divide_among_the_ranks_is_one_clear_error(tmp_path):
-    ranks = train(tmp_path, tmp_path / "runs", "odd", extra=["--batch-size", "33"])
-    assert ranks.wait() == [2, 2], ranks.output()
-    rank0, rank1 = (log.read_text() for log in ranks.logs)
-    assert rank0.strip() == "error: batch size 33 does not divide among 2 processes; give a multiple of 2", rank0
-    assert rank1.strip() == "", rank1  # rank 0 says it once
+    ranks = train(tmp_path, tmp_path / "runs", "odd", extra=["--batch-size", "32"])
+    assert ranks.wait() == [2] * WORLD, ranks.output()
+    rank0, *others = (log.read_text() for log in ranks.logs)
+    assert rank0.strip() == "error: batch size 32 does not divide among 3 processes; give a multiple of 3", rank0
+    assert all(text.strip() == "" for text in others), others  # rank 0 says it once
     assert not (tmp_path / "runs" / "odd").exists()
 
 

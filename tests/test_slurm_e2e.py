@@ -208,7 +208,7 @@ class References:
         started = time.monotonic()
         if name == "ddp":  # two ranks (gloo), started the way torchrun starts them
             ranks = LocalRanks(self.root, ["scripts/train.py", *LONG, "--runs-dir", str(self.root), "--run-id",
-                                           f"ref-{name}"], name="ddp-reference")
+                                           f"ref-{name}"], world=2, name="ddp-reference")
             assert ranks.wait(timeout=600) == [0, 0], ranks.output()
         else:
             done = script(["scripts/train.py", *CONFIGS[name], "--runs-dir", self.root, "--run-id", f"ref-{name}"],
