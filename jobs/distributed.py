@@ -90,10 +90,9 @@ class Ranks:
 
     Rank 0 is the writer: it holds the lock and writes every file of the run; the others compute."""
 
-    def __init__(self, rank: int = 0, world_size: int = 1, launcher: str | None = None,
-                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
+    def __init__(self, rank: int = 0, world_size: int = 1, launcher: str | None = None, owns_group: bool = False):
         self.rank, self.world_size, self.launcher = rank, world_size, launcher
-        self.timeout_seconds = timeout_seconds
+        self.owns_group = owns_group  # set up here (and so torn down here), not by the caller
 
     @property
     def distributed(self) -> bool:
@@ -179,7 +178,7 @@ def setup(timeout_seconds: float | None = None) -> Ranks:
     if not 0 <= launch.rank < launch.world_size:
         raise UserError(f"rank {launch.rank} is outside the world of {launch.world_size} processes")
     if dist.is_initialized():  # a caller (e.g. a test, or a user's own script) set it up already
-        return Ranks(dist.get_rank(), dist.get_world_size(), launch.launcher, timeout_seconds)
+        return Ranks(dist.get_rank(), dist.get_world_size(), launch.launcher)
     backend = "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(launch.local_rank % torch.cuda.device_count())
@@ -191,11 +190,11 @@ def setup(timeout_seconds: float | None = None) -> Ranks:
     except (RuntimeError, ValueError, OSError) as e:  # a rank that never came, a port in use
         raise UserError(f"rank {launch.rank} of {launch.world_size} ({launch.launcher}) could not join the "
                         f"others at {launch.master_addr}:{launch.master_port}: {str(e).splitlines()[0]}") from None
-    return Ranks(launch.rank, launch.world_size, launch.launcher, timeout_seconds)
+    return Ranks(launch.rank, launch.world_size, launch.launcher, owns_group=True)
 
 
 def teardown(ranks: Ranks) -> None:
-    if ranks.distributed and dist.is_initialized():
+    if ranks.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

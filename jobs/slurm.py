@@ -51,20 +51,30 @@ def requeue_job(job: str) -> str | None:
     return f"scontrol requeue {job} failed: " + (done.stderr.strip() if done is not None else "timed out")
 
 
-def requeue_after_warning(run: RunDir, outcome, max_requeues: int, reporter) -> bool:
-    """After a USR2 (time-limit warning) stop was saved: ask SLURM to requeue this job.
+STALLED_JOBS = 2  # jobs in a row without a step after which a run stops requeuing itself
 
-    Refuses past `max_requeues`, or when no step was made since the previous requeue (a job that
-    cannot make progress would otherwise requeue forever). A failure is logged; the checkpoint is safe."""
+
+def requeue_refusal(requeues: list[dict], step: int, max_requeues: int) -> str | None:
+    """Why a run stopped at `step` must not requeue itself again (None: it may), given its requeue events.
+
+    Past `max_requeues`; or when the last STALLED_JOBS jobs all made no step (a job that cannot make progress
+    would requeue forever). One job without a step is forgiven: under load, a start (several processes
+    importing torch) can outlast the window before the next warning."""
+    if len(requeues) >= max_requeues:
+        return f"requeue cap reached ({len(requeues)} of --max-requeues {max_requeues})"
+    if len(requeues) >= STALLED_JOBS and all(e.get("step") == step for e in requeues[-STALLED_JOBS:]):
+        return f"no progress in the last {STALLED_JOBS} jobs (still at step {step})"
+    return None
+
+
+def requeue_after_warning(run: RunDir, outcome, max_requeues: int, reporter) -> bool:
+    """After a USR2 (time-limit warning) stop was saved: ask SLURM to requeue this job, unless
+    requeue_refusal() says why not. A failure is logged; the checkpoint is safe."""
     job = slurm_job_id()
     if not job:
         return False
     requeues = [e for e in run.events() if e["event"] == "requeue"]
-    reason = None
-    if len(requeues) >= max_requeues:
-        reason = f"requeue cap reached ({len(requeues)} of --max-requeues {max_requeues})"
-    elif requeues and requeues[-1].get("step") == outcome.step:
-        reason = f"no progress since the previous requeue (still at step {outcome.step})"
+    reason = requeue_refusal(requeues, outcome.step, max_requeues)
     if reason is None:
         reason = requeue_job(job)
         if reason is None:

@@ -19,6 +19,15 @@ def test_sacct_lines_give_each_job_its_final_state():
                                        "43": {"state": "RUNNING", "time_left": None}}
 
 
+def test_a_run_stops_requeuing_after_two_jobs_without_a_step():
+    requeues = [{"step": 40}, {"step": 88}]
+    assert slurm.requeue_refusal(requeues, 120, max_requeues=200) is None  # progress: requeue
+    assert slurm.requeue_refusal(requeues, 88, max_requeues=200) is None  # one job without a step is forgiven
+    stalled = requeues + [{"step": 88}]
+    assert slurm.requeue_refusal(stalled, 88, max_requeues=200) == "no progress in the last 2 jobs (still at step 88)"
+    assert slurm.requeue_refusal(stalled, 88, max_requeues=3) == "requeue cap reached (3 of --max-requeues 3)"
+
+
 @pytest.mark.slurm
 def test_status_shows_the_final_state_of_a_job_that_left_the_queue(slurm_env, tmp_path):
     """The dev cluster keeps accounting (slurmdbd on MariaDB), as real clusters do: a job that slurmctld has
