@@ -56,10 +56,6 @@ class StopFlag:
             signal.signal(sig, handler)
         self._previous.clear()
 
-    def previous_handler(self, sig: int):
-        """The handler installed before ours (submitit's USR2 handler, for instance)."""
-        return self._previous.get(sig)
-
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         if name == "SIGINT" and "SIGINT" in self.received:

@@ -4,18 +4,31 @@ submitit installs its own USR2 handler, which calls `checkpoint()`, requeues the
 right in the middle of whatever the training thread was doing. We keep that handler but never let
 the signal run it: our flag handler takes USR2, the loop saves at the next step boundary, and only
 then do we call submitit's handler ourselves, so its requeue always follows a complete save.
+
+A USR2 may also come while the job starts (SLURM may send its --signal up to a minute early, and a
+preemption sends it at once). submitit installs its handler only once it has unpickled this job, which
+imports torch (seconds, more on a loaded node), and USR2's default action kills: this module records
+USR2 from its first line on (jobs.signals.catch_early), and __call__ again once submitit's handler is in,
+so that the warning is handled at the run's first step boundary, like any other.
 """
-import os
 import signal
-from pathlib import Path
 
-import submitit
+from jobs.signals import catch_early
 
-from jobs.errors import UserError
-from jobs.exit_codes import EXIT_OK, EXIT_STOPPED
-from jobs.launch import RESUME_IF_EXISTS, launch
-from jobs.loop import LoopConfig
-from jobs.progress import Reporter
+catch_early(signals=(signal.SIGUSR2,))  # before the slow imports (TERM keeps its default: see above)
+
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import submitit  # noqa: E402
+
+from jobs.errors import UserError  # noqa: E402
+from jobs.exit_codes import EXIT_OK, EXIT_STOPPED  # noqa: E402
+from jobs.launch import RESUME_IF_EXISTS, launch  # noqa: E402
+from jobs.loop import LoopConfig  # noqa: E402
+from jobs.progress import Reporter  # noqa: E402
+
+_submitit_usr2 = None  # submitit's USR2 handler in this job (a module global: the job itself is pickled again)
 
 
 class TrainingJob(submitit.helpers.Checkpointable):
@@ -24,6 +37,9 @@ class TrainingJob(submitit.helpers.Checkpointable):
         self.runs_dir, self.run_id, self.loop = str(Path(runs_dir).resolve()), run_id, loop
 
     def __call__(self) -> dict:
+        global _submitit_usr2
+        _submitit_usr2 = signal.getsignal(signal.SIGUSR2)
+        catch_early(signals=(signal.SIGUSR2,))  # until the loop's own flag is in: recorded, not a bare requeue
         code = launch(self.workload_ref, self.task_config, Path(self.runs_dir), self.run_id,
                       mode=RESUME_IF_EXISTS, loop=LoopConfig(**self.loop), reporter=Reporter(interactive=False),
                       on_stop=self._after_saved_stop)
@@ -35,10 +51,9 @@ class TrainingJob(submitit.helpers.Checkpointable):
 
     def _after_saved_stop(self, run, outcome, stop) -> None:
         """USR2 (time limit or preemption warning): the checkpoint is saved; now let submitit requeue."""
-        submitit_handler = stop.previous_handler(signal.SIGUSR2)
-        if outcome.signal == "SIGUSR2" and callable(submitit_handler):
+        if outcome.signal == "SIGUSR2" and callable(_submitit_usr2):
             run.event("requeue", outcome.step, signal=outcome.signal, via="submitit")
-            submitit_handler(signal.SIGUSR2, None)  # calls checkpoint(), scontrol requeue, sys.exit
+            _submitit_usr2(signal.SIGUSR2, None)  # calls checkpoint(), scontrol requeue, sys.exit
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # Nothing is saved here (the loop already did, at a step boundary): resubmit the same run id.
