@@ -271,7 +271,7 @@ def _train(run: RunDir, workload, task, loop: LoopConfig, reporter: Reporter, ex
               checkpoint=resumed_from["file"] if resumed_from else None,
               slurm_restart_count=slurm.restart_count(),
               **({"world_size": ranks.world_size, "launcher": ranks.launcher} if ranks.distributed else {}))
-    restarts = sum(1 for e in run.events() if e["event"] == "resume")
+    restarts = len(run.events("resume"))
     processes = f", {ranks.world_size} processes ({ranks.launcher})" if ranks.distributed else ""
     reporter.message(f"{event} run {run.run_id} ({task.describe()}{processes}) at step {task.step}/{task.total_steps}"
                      f" in {run.path}")

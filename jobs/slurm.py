@@ -73,7 +73,7 @@ def requeue_after_warning(run: RunDir, outcome, max_requeues: int, reporter) -> 
     job = slurm_job_id()
     if not job:
         return False
-    requeues = [e for e in run.events() if e["event"] == "requeue"]
+    requeues = run.events("requeue")
     reason = requeue_refusal(requeues, outcome.step, max_requeues)
     if reason is None:
         reason = requeue_job(job)

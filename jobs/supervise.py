@@ -163,7 +163,7 @@ class Supervisor:
         job = slurm_job_id()
         requeue, reason = crash_decision(
             returncode=returncode, terminating=signal.SIGTERM in _received, job_id=job, start_step=start_step,
-            committed=committed, crash_step=crash_step, crashes=[e for e in run.events() if e["event"] == "crash"],
+            committed=committed, crash_step=crash_step, crashes=run.events("crash"),
             max_retries=max_retries)
         if requeue:
             failed = slurm.requeue_job(job)
