@@ -3,6 +3,7 @@
 Python runs a handler between two bytecodes, possibly in the middle of an optimizer update, so
 saving inside the handler could capture a half-updated model (DESIGN invariant 4).
 """
+import atexit
 import signal
 
 from jobs.step_file import mark_ready
@@ -13,6 +14,17 @@ _early: list[str] = []  # stop signals caught by catch_early() before a StopFlag
 
 def _record_early(signum, frame) -> None:
     _early.append(signal.Signals(signum).name)
+
+
+def ignore_usr2() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def ignore_usr2_at_exit() -> None:
+    """From the end of the program on, a USR2 (a time-limit warning that comes as a finished run exits) is
+    ignored: the interpreter's shutdown puts Python-handled signals back to their default action, which
+    for USR2 kills the process and fails a job whose run has just completed. Ignored ones stay ignored."""
+    atexit.register(ignore_usr2)
 
 
 def catch_early(signals=(signal.SIGUSR2, signal.SIGTERM)) -> None:
@@ -26,6 +38,8 @@ def catch_early(signals=(signal.SIGUSR2, signal.SIGTERM)) -> None:
     signals from now on."""
     for sig in signals:
         signal.signal(sig, _record_early)
+    if signal.SIGUSR2 in signals:
+        ignore_usr2_at_exit()
     mark_ready()
 
 

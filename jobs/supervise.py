@@ -49,6 +49,7 @@ from jobs.exit_codes import DEFAULT_MAX_CRASH_RETRIES, RETRIED_BY_SUPERVISOR  # 
 from jobs.files import read_json  # noqa: E402
 from jobs.manifest import committed_step  # noqa: E402
 from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, resume_command, slurm_job_id  # noqa: E402
+from jobs.signals import ignore_usr2_at_exit  # noqa: E402
 from jobs.step_file import STEP_FILE_ENV, read_step_file  # noqa: E402
 
 POLL_SECONDS = 0.05  # how soon a signal held back goes out once the trainer's handlers are in
@@ -200,4 +201,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    ignore_usr2_at_exit()  # a warning as the finished job's batch shell exits must not fail it
     sys.exit(main())
