@@ -178,7 +178,8 @@ class ResNetTask:
     def _logits(self, inputs: torch.Tensor, forward=None) -> torch.Tensor:
         """float32 logits. No autocast cache: a CUDA graph cannot capture one, and each weight is cast once anyway."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config["bf16"], cache_enabled=False):
-            logits = (forward or self.forward)(inputs)
+            # `is None`, not `or`: a compiled module refuses truth tests (torch 2.13: "does not support len()")
+            logits = (self.forward if forward is None else forward)(inputs)
         return logits.float()
 
     @torch.no_grad()

@@ -41,6 +41,10 @@ def test_fast_path_state_dicts_have_the_plain_modules_keys(traced):
                                                   strict=True))
     fast.load_state_dict(eager.state_dict())
     assert fast.step == eager.step == 3
+    # evaluation runs through the compiled module too, and scores what the same settings score uncompiled
+    uncompiled = ResNetTask(tiny(fast=True, bf16=True, channels_last=True))
+    uncompiled.load_state_dict(fast.state_dict())
+    assert fast.evaluate() == uncompiled.evaluate()
 
 
 def test_an_optimizer_state_keeps_the_loading_runs_kernel_choice():
