@@ -60,15 +60,23 @@ def _dense(tensor: torch.Tensor) -> bool:
     return tensor.is_contiguous() or (tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last))
 
 
-class _Slot:
-    """Where the host view of staged tensor number `index` goes."""
-
-    def __init__(self, index: int):
-        self.index = index
-
-
 # immutable leaves: shared with the state, not copied (an optimizer state dict holds hundreds of them)
 _ATOMIC = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
+
+
+class _Group:
+    """The tensors of one (device, dtype): views into one flat buffer on the device and one on the host."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, members: list):
+        self.indices = [index for index, _, _ in members]  # positions in the state's staged tensors
+        total = sum(torch.Size(shape).numel() for _, shape, _ in members)
+        self.device_flat = torch.empty(total, dtype=dtype, device=device)
+        self.host_flat = torch.empty(total, dtype=dtype, pin_memory=device.type == "cuda")
+        self.device_views, self.host_views, offset = [], [], 0
+        for _, shape, stride in members:
+            self.device_views.append(self.device_flat.as_strided(shape, stride, offset))
+            self.host_views.append(self.host_flat.as_strided(shape, stride, offset))
+            offset += torch.Size(shape).numel()
 
 
 class HostCopy:
@@ -79,81 +87,74 @@ class HostCopy:
     ~20 us each to launch); both buffers are kept from one save to the next. Nothing waits: a CUDA event
     per device marks when the copy has landed, and the writer thread waits for it before it reads. Kernels
     queued after the copies cannot change what they copy (same stream). CPU tensors are cloned.
-    `on` names the device types staged this way (tests stage CPU tensors to check the layout)."""
+    `on` names the device types staged this way (tests stage CPU tensors to check the layout).
+
+    Training waits for the Python part, so it is one walk over the state: while the tensors have the
+    layout of the last save (every save but the first), the walk puts the kept host views straight into
+    the copy it builds; otherwise it allocates new buffers and walks again."""
 
     def __init__(self, on: tuple[str, ...] = ("cuda",)):
         self.on = on
-        self._layout = None  # the (shape, stride, dtype, device) of every staged tensor, in order, as last allocated
-        self._groups: dict = {}  # (device, dtype) -> (device views, device flat, host flat, host views by index)
+        self._layout: list = []  # the (shape, stride, dtype, device) of every staged tensor, in order, as allocated
+        self._host_views: list = []  # the host view of each staged tensor, by position
+        self._groups: list[_Group] = []
 
     def take(self, state) -> tuple[object, list]:
         """(host state, events to wait for before reading it)."""
+        with torch.no_grad():  # the copies need no autograd bookkeeping (parameters require grad)
+            host_state, staged, layout = self._walk(state)
+            if layout != self._layout:  # the first save, or tensors of another shape: new buffers
+                self._allocate(layout)
+                host_state, staged, _ = self._walk(state)
+            events = []
+            for group in self._groups:
+                torch._foreach_copy_(group.device_views, [staged[index] for index in group.indices])
+                group.host_flat.copy_(group.device_flat, non_blocking=True)
+                if group.device_flat.device.type == "cuda":
+                    event = torch.cuda.Event()
+                    event.record(torch.cuda.current_stream(group.device_flat.device))
+                    events.append(event)
+        return host_state, events
+
+    def _walk(self, state) -> tuple[object, list, list]:
+        """(a copy of the state whose staged tensors are the kept host views where their layout matches,
+        the staged tensors, their layout)."""
         staged: list[torch.Tensor] = []
-        holders: set[int] = set()  # ids of the skeleton's containers with a staged tensor somewhere inside
+        layout: list[tuple] = []
+        kept, views, on = self._layout, self._host_views, self.on
 
         def walk(value):
             if type(value) in _ATOMIC:
                 return value
             if isinstance(value, torch.Tensor):
-                tensor = value.detach()
-                if tensor.device.type in self.on and _dense(tensor):
-                    staged.append(tensor)
-                    return _Slot(len(staged) - 1)  # replaced by its host view below
-                return tensor.to("cpu", copy=True)
+                if value.device.type in on and _dense(value):
+                    index = len(staged)
+                    staged.append(value)
+                    layout.append((value.shape, value.stride(), value.dtype, value.device))
+                    # a mismatch here means new buffers and a second walk: no value is needed
+                    return views[index] if index < len(kept) and kept[index] == layout[index] else None
+                return value.to("cpu", copy=True)
             if isinstance(value, dict):
-                before = len(staged)
-                out = {key: walk(item) for key, item in value.items()}
-            elif isinstance(value, (list, tuple)):
+                return {key: walk(item) for key, item in value.items()}
+            if isinstance(value, (list, tuple)):
                 if all(type(item) in _ATOMIC for item in value):  # e.g. a param group's parameter indices
                     return type(value)(value)
-                before = len(staged)
-                out = type(value)(walk(item) for item in value)
-            else:
-                return copy.deepcopy(value)
-            if len(staged) > before:
-                holders.add(id(out))
-            return out
+                return type(value)(walk(item) for item in value)
+            return copy.deepcopy(value)
 
-        skeleton = walk(state)
-        layout = [(t.shape, t.stride(), t.dtype, t.device) for t in staged]
-        if layout != self._layout:
-            self._allocate(layout)
-        events = []
-        for (device, dtype), (device_views, device_flat, host_flat, _) in self._groups.items():
-            torch._foreach_copy_(device_views, [t for t in staged if (t.device, t.dtype) == (device, dtype)])
-            host_flat.copy_(device_flat, non_blocking=True)
-            if device.type == "cuda":
-                event = torch.cuda.Event()
-                event.record(torch.cuda.current_stream(device))
-                events.append(event)
-        views = {index: view for _, _, _, host_views in self._groups.values() for index, view in host_views.items()}
-
-        def fill(value):
-            if isinstance(value, _Slot):
-                return views[value.index]
-            if id(value) not in holders:
-                return value
-            if isinstance(value, dict):
-                return {key: fill(item) for key, item in value.items()}
-            return type(value)(fill(item) for item in value)
-        return fill(skeleton), events
+        return walk(state), staged, layout
 
     def _allocate(self, layout: list) -> None:
         """One flat buffer per (device, dtype) on each side, and views into them shaped like the tensors."""
-        self._layout, self._groups = layout, {}
         by_group: dict = {}
         for index, (shape, stride, dtype, device) in enumerate(layout):
             by_group.setdefault((device, dtype), []).append((index, shape, stride))
-        for (device, dtype), members in by_group.items():
-            total = sum(torch.Size(shape).numel() for _, shape, _ in members)
-            device_flat = torch.empty(total, dtype=dtype, device=device)
-            host_flat = torch.empty(total, dtype=dtype, pin_memory=device.type == "cuda")
-            device_views, host_views, offset = [], {}, 0
-            for index, shape, stride in members:
-                device_views.append(device_flat.as_strided(shape, stride, offset))
-                host_views[index] = host_flat.as_strided(shape, stride, offset)
-                offset += torch.Size(shape).numel()
-            self._groups[(device, dtype)] = (device_views, device_flat, host_flat, host_views)
+        self._groups = [_Group(device, dtype, members) for (device, dtype), members in by_group.items()]
+        self._host_views = [None] * len(layout)
+        for group in self._groups:
+            for index, view in zip(group.indices, group.host_views, strict=True):
+                self._host_views[index] = view
+        self._layout = layout
 
 
 def _slow_write(seconds: float):

@@ -367,7 +367,8 @@ def test_load_latest_with_nothing_usable_names_every_reason(tmp_path):
 def test_host_copy_stages_tensors_by_dtype_and_keeps_every_layout():
     """The staged path (on a GPU: one gather and one device-to-host copy per dtype, into buffers kept
     between saves) is exercised here on CPU tensors: every tensor comes back bit-equal, with its shape,
-    strides (channels_last included) and dtype; a second take reuses the buffers and sees new values."""
+    strides (channels_last included) and dtype; a second take reuses the buffers and sees new values, and
+    one after a tensor changed shape allocates anew."""
     from jobs.checkpoint import HostCopy
 
     torch.manual_seed(0)
@@ -395,3 +396,10 @@ def test_host_copy_stages_tensors_by_dtype_and_keeps_every_layout():
         entry = CheckpointStore(directory).save(again, step=3, epoch=0.1)
         loaded = torch.load(os.path.join(directory, entry["file"]), weights_only=True)
     assert all(torch.equal(loaded["task"]["model"][k], v) for k, v in state["task"]["model"].items())
+    # a tensor of another shape (and a parameter, which requires grad): new buffers, right values, no grad
+    state["task"]["model"]["bias"] = torch.nn.Parameter(torch.randn(9))
+    changed, _ = host.take(state)
+    assert changed["task"]["model"]["conv"].data_ptr() != buffer
+    for key, value in state["task"]["model"].items():
+        got = changed["task"]["model"][key]
+        assert got.shape == value.shape and torch.equal(got, value) and not got.requires_grad, key
