@@ -281,8 +281,9 @@ class Trainer:
             torch.cuda.synchronize()  # once: the step's kernels, compilation included, have run
         self.clock.mark("first_step")
         self.startup = self.clock.phases()
-        # a task may say how its build went (data, device, ...): where a slow start spends its time
-        self.startup["build_parts"] = {k: round(v, 3) for k, v in getattr(self.task, "startup_phases", {}).items()}
+        # a task may say where its own part of the start went (its build's data, model, ...; its first
+        # step's compilation, ...): where a slow start spends its time
+        self.startup["task_parts"] = {k: round(v, 3) for k, v in getattr(self.task, "startup_phases", {}).items()}
         self.run.event("first-step", self.task.step - 1, **self.startup)  # the step this start trained from
 
     def _new_window(self) -> dict:

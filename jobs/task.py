@@ -8,6 +8,9 @@ from typing import Any, Protocol
 
 
 class Task(Protocol):
+    """Optional too: `startup_phases` (seconds by name: where the task's part of a start went, shown in the
+    first-step event as `task_parts`), and `rank_state_dict()` / `load_rank_state_dict(state)` (what
+    differs between the processes of a run trained by several: kept per rank in its checkpoints)."""
     steps_per_epoch: int
     total_steps: int
     step: int  # optimizer steps done so far

@@ -12,6 +12,7 @@ the run trains exactly the steps it counts.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -27,6 +28,7 @@ class GraphedStep:
                  body: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]):
         self.model, self.optimizer, self.body = model, optimizer, body
         self.graph = None
+        self.seconds: dict[str, float] = {}  # the last capture's warm-up (compilation included) and recording
 
     def reset(self) -> None:
         """Forget the graph (the optimizer's state tensors were replaced, e.g. by load_state_dict)."""
@@ -50,6 +52,7 @@ class GraphedStep:
         for group in groups:  # the fused kernel reads the rate from the tensor, at every replay
             group["lr"] = self.lr
         try:
+            started = time.perf_counter()
             undo = self._undo_record()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -59,11 +62,14 @@ class GraphedStep:
                     self.body(self.inputs, self.labels)
             torch.cuda.current_stream().wait_stream(side)
             undo()
+            torch.cuda.synchronize()  # capturing waits for the device anyway: the warm-up's time is its own
+            warmed_up = time.perf_counter()
             self.optimizer.zero_grad(set_to_none=True)  # the graph's backward allocates the grads it writes
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 self.loss, self.correct = self.body(self.inputs, self.labels)
             self.graph = graph
+            self.seconds = {"graph_warm_up": warmed_up - started, "graph_capture": time.perf_counter() - warmed_up}
         finally:  # between replays the optimizer holds plain floats again: its state dict stays as it was
             for group, lr in zip(groups, float_lrs, strict=True):
                 group["lr"] = lr

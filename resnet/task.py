@@ -114,7 +114,12 @@ class ResNetTask:
                                                    if self.device.type == "cuda" else None,
                                                    bucket_cap_mb=ONE_BUCKET_MB)
             self.forward.register_comm_hook(None, all_reduce_in_model_order(self.model, self.world_size))
-        self.forward = compile_model(self.forward) if config["compile"] else self.forward
+        self.startup_phases["model"] = time.perf_counter() - started
+        if config["compile"]:
+            started = time.perf_counter()
+            self.forward = compile_model(self.forward)  # imports torch._dynamo and inductor: seconds
+            self.startup_phases["compile"] = time.perf_counter() - started
+        started = time.perf_counter()
         # DDP's forward is a collective (it broadcasts rank 0's buffers): evaluation, whose slices may take
         # more batches on one rank than on another, runs the module itself
         self.eval_forward = self.model if dist.is_initialized() else self.forward
@@ -124,8 +129,8 @@ class ResNetTask:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                          nesterov=config["nesterov"], weight_decay=config["weight_decay"],
                                          **self.optimizer_flags)
-        # the first optimizer (and torch.compile) imports torch._dynamo: seconds, paid at every start
-        self.startup_phases["model"] = time.perf_counter() - started
+        # the first optimizer imports torch._dynamo, unless torch.compile did: seconds, paid at every start
+        self.startup_phases["optimizer"] = time.perf_counter() - started
         total, spe = self.total_steps, self.steps_per_epoch
         schedule, warmup = config["schedule"], config["warmup_epochs"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -158,7 +163,10 @@ class ResNetTask:
         """One optimizer step on a prepared batch (normalized float inputs on the device)."""
         lr = self.current_lr()
         if self.graphed_step is not None:
+            capturing = self.graphed_step.graph is None
             loss, correct = self.graphed_step(inputs, labels, lr)
+            if capturing:  # for jobs' first-step event: what the graph's warm-up and capture cost
+                self.startup_phases.update(self.graphed_step.seconds)
         else:
             self.optimizer.zero_grad(set_to_none=True)
             loss, correct = self._step(inputs, labels)

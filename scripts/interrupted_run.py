@@ -126,11 +126,10 @@ def main(argv=None) -> int:
           f"{figures['training_seconds']:.0f} s, {figures['epoch_seconds_median']:.2f} s per epoch "
           f"({figures['images_per_sec_median']:,.0f} img/s)")
     for start in figures["first_steps"]:
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in start.get("build_parts", {}).items())
-        phases = ", ".join(f"{k} {start[k]:.1f} s" + (f" [{parts}]" if k == "build" and parts else "")
-                           for k in ("imports", "build", "restore", "first_step"))
+        phases = ", ".join(f"{k} {start[k]:.1f} s" for k in ("imports", "build", "restore", "first_step"))
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in start.get("task_parts", {}).items())
         print(f"  start from step {start['step']}: first step done {start['seconds']:.1f} s after the process "
-              f"started ({phases})")
+              f"started ({phases}; the task's parts: {parts or '-'})")
     return code
 
 

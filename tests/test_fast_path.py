@@ -29,6 +29,9 @@ def tiny(**changes) -> dict:
 def test_fast_path_state_dicts_have_the_plain_modules_keys(traced):
     fast = ResNetTask(tiny(fast=True, compile=True, bf16=True, channels_last=True))
     eager = ResNetTask(tiny())
+    # where each start's seconds went, for jobs' first-step event (a graph's warm-up and capture: on a GPU)
+    assert list(fast.startup_phases) == ["data", "to_device", "model", "compile", "optimizer"]
+    assert list(eager.startup_phases) == ["data", "to_device", "model", "optimizer"]
     # the compiled wrapper's own state dict would carry the prefix: the task saves the plain module's
     assert all(k.startswith("_orig_mod.") for k in fast.forward.state_dict())
     for _ in range(3):
@@ -106,7 +109,8 @@ def test_a_fast_run_continues_eager_and_back(tmp_path, traced):
         {"bf16": False, "channels_last": False, "epochs": 2, "fast": False},
         {"bf16": True, "channels_last": True, "epochs": 3, "fast": True}]
     assert status_of(tmp_path, "fast")["state"] == "completed"
-    assert len(events(tmp_path / "fast", "first-step")) == 3
+    starts = events(tmp_path / "fast", "first-step")
+    assert len(starts) == 3 and all(set(e["task_parts"]) >= {"data", "model", "optimizer"} for e in starts)
 
 
 def test_presets_fill_the_fields_and_flags_override_them(tmp_path):

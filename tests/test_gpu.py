@@ -37,7 +37,9 @@ def test_fast_path_stopped_by_sigterm_resumes_from_its_step_and_finishes(tmp_pat
     assert summary["state"] == "completed" and summary["step"] == summary["total_steps"]
     starts = events(runs / "gpu", "first-step")
     assert [e["step"] for e in starts] == [0, stop["step"]]
-    print(f"\n[gpu] first step after {starts[0]['seconds']:.1f} s, after the resume {starts[1]['seconds']:.1f} s")
+    assert all(e["task_parts"]["graph_capture"] > 0 and e["task_parts"]["graph_warm_up"] > 0 for e in starts)
+    print(f"\n[gpu] first step after {starts[0]['seconds']:.1f} s, after the resume {starts[1]['seconds']:.1f} s; "
+          f"the task's parts: {starts[0]['task_parts']}, {starts[1]['task_parts']}")
 
 
 def test_the_graphed_step_trains_like_the_eager_one():

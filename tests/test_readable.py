@@ -19,7 +19,7 @@ def test_each_kind_of_number_is_rounded_by_what_it_measures():
     assert readable("lr", 0.013612345) == "0.01361"
     assert readable("step", 1056) == "1056" and readable("signal", "SIGTERM") == "SIGTERM"
     assert readable("checkpoint_ok", True) == "True" and readable("test_accuracy", None) == "-"
-    assert readable("build_parts", {"data": 0.2061, "model": 5.45612}) == "{data=0.2061, model=5.456}"
+    assert readable("task_parts", {"data": 0.2061, "model": 5.45612}) == "{data=0.2061, model=5.456}"
     assert readable_fields({"epoch": 3, "train_loss": 0.65601, "time": 1.5}, skip=("time",)) == \
         "epoch 3 train_loss 0.6560"
 
