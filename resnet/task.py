@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from jobs.errors import UserError
+from jobs.model_state import StateReader
 from resnet import config as run_config
 from resnet.augment import normalize, random_crop_flip
 from resnet.data import Dataset, channel_stats, load_cifar10, make_synthetic, split_train_val
@@ -108,6 +109,7 @@ class ResNetTask:
         self.model = build_model(config["block"], config["size"]).to(self.device)
         self.memory_format = torch.channels_last if config["channels_last"] else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        self.model_state = StateReader(self.model)  # model.state_dict(), without its walk at every save
         self.forward = self.model
         if dist.is_initialized():  # every rank starts from the same weights (same seed), DDP checks it
             self.forward = DistributedDataParallel(self.model, device_ids=[self.device.index or 0]
@@ -236,7 +238,7 @@ class ResNetTask:
 
     def state_dict(self) -> dict:
         epoch, position = divmod(self.step, self.steps_per_epoch)
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model_state(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "augment_generator": self.augment_generator.get_state(),
                 "data": {"epoch": epoch, "position": position, "permutation_seed": self.config["seed"]},
                 "step": self.step}
