@@ -40,12 +40,12 @@ def batch_step_handles_usr2(job: int, env: dict) -> bool:
     """Whether a process of the job's batch step ignores USR2 (its `trap '' USR2` has run) or catches it
     (the supervisor has replaced it). One-node cluster, so the job's processes are on this machine."""
     listed = subprocess.run(["scontrol", "listpids", str(job)], env=env, capture_output=True, text=True, timeout=30)
-    for line in listed.stdout.splitlines()[1:]:
-        pid, _, step, *_ = line.split() + ["", "", ""]
-        if step != "batch":
+    for line in listed.stdout.splitlines()[1:]:  # PID JOBID STEPID LOCALID GLOBALID
+        fields = line.split()
+        if len(fields) < 3 or fields[2] != "batch":
             continue
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            status = Path(f"/proc/{fields[0]}/status").read_text()
         except OSError:
             continue
         masks = [int(row.split()[1], 16) for row in status.splitlines() if row.startswith(("SigIgn:", "SigCgt:"))]
