@@ -25,6 +25,7 @@ import torch
 from jobs import distributed
 from jobs.checkpoint import CheckpointStore
 from jobs.manifest import committed_entries
+from tests.helpers_runs import events, final_digest
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -84,25 +85,10 @@ def resume(tmp: Path, runs: Path, run_id: str, world: int = WORLD) -> Ranks:
                  name=f"{run_id}-resume")
 
 
-def events(run_dir: Path) -> list[dict]:
-    path = run_dir / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def kinds(run_dir: Path, kind: str) -> list[dict]:
-    return [e for e in events(run_dir) if e["event"] == kind]
-
-
-def digest(run_dir: Path) -> str:
-    newest = committed_entries(run_dir)[-1]
-    assert newest["final"], newest
-    return newest["model_digest"]
-
-
 def wait_for_checkpoint(run_dir: Path, ranks: Ranks, at_least_step: int = 6, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(e["step"] >= at_least_step for e in kinds(run_dir, "checkpoint")):
+        if any(e["step"] >= at_least_step for e in events(run_dir, "checkpoint")):
             return
         if any(p.poll() is not None for p in ranks.procs):
             pytest.fail(f"a rank ended early:\n{ranks.output()}")
@@ -117,7 +103,7 @@ def reference_run(tmp_path_factory) -> Path:
     ranks = train(tmp, tmp / "runs", "ref")
     assert ranks.wait() == [0] * WORLD, ranks.output()
     run_dir = tmp / "runs" / "ref"
-    start = kinds(run_dir, "start")[0]
+    start = events(run_dir, "start")[0]
     assert (start["world_size"], start["launcher"]) == (WORLD, "env")
     assert json.loads((run_dir / "config.json").read_text())["world_size"] == WORLD
     return run_dir
@@ -126,7 +112,7 @@ def reference_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(reference_run) -> str:
     """The model digest of the uninterrupted 3-rank run."""
-    return digest(reference_run)
+    return final_digest(reference_run)
 
 
 def test_a_signal_to_one_rank_stops_both_at_one_step_and_resume_is_exact(tmp_path, reference):
@@ -135,7 +121,7 @@ def test_a_signal_to_one_rank_stops_both_at_one_step_and_resume_is_exact(tmp_pat
     wait_for_checkpoint(run_dir, ranks)
     ranks.procs[1].send_signal(signal.SIGTERM)  # rank 1 alone
     assert ranks.wait() == [75] * WORLD, ranks.output()
-    signals, stops = kinds(run_dir, "signal"), kinds(run_dir, "stop")
+    signals, stops = events(run_dir, "signal"), events(run_dir, "stop")
     assert len(signals) == 1 and len(stops) == 1, events(run_dir)
     assert signals[0]["ranks"] == {"1": "SIGTERM"} and signals[0]["signal"] == "SIGTERM", signals
     stop_step = stops[0]["step"]
@@ -151,8 +137,8 @@ def test_a_signal_to_one_rank_stops_both_at_one_step_and_resume_is_exact(tmp_pat
 
     again = resume(tmp_path, runs, "term1")
     assert again.wait() == [0] * WORLD, again.output()
-    assert kinds(run_dir, "resume")[0]["step"] == stop_step  # zero steps lost
-    assert digest(run_dir) == reference
+    assert events(run_dir, "resume")[0]["step"] == stop_step  # zero steps lost
+    assert final_digest(run_dir) == reference
 
 
 def test_a_rank_killed_alone_does_not_hang_the_other_and_resume_is_exact(tmp_path, reference):
@@ -165,15 +151,15 @@ def test_a_rank_killed_alone_does_not_hang_the_other_and_resume_is_exact(tmp_pat
     waited = time.monotonic() - killed_at
     assert codes == [1, -signal.SIGKILL, 1], ranks.output()
     assert waited < TIMEOUT + 30, waited  # bounded by the collective timeout (gloo sees the dead peer sooner)
-    error = kinds(run_dir, "error")[-1]
+    error = events(run_dir, "error")[-1]
     assert error["cause"] == "peer-lost" and error["rank"] == 0, error
     assert "lost the other processes" in ranks.logs[0].read_text()
     assert "Traceback" not in ranks.logs[0].read_text(), ranks.output()
     committed = committed_entries(run_dir)[-1]["step"]
     again = resume(tmp_path, runs, "kill1")
     assert again.wait() == [0] * WORLD, again.output()
-    assert kinds(run_dir, "resume")[0]["step"] == committed  # from the last committed checkpoint
-    assert digest(run_dir) == reference
+    assert events(run_dir, "resume")[0]["step"] == committed  # from the last committed checkpoint
+    assert final_digest(run_dir) == reference
 
 
 def test_torchrun_ctrl_c_then_resume_is_exact(tmp_path, reference):
@@ -185,21 +171,21 @@ def test_torchrun_ctrl_c_then_resume_is_exact(tmp_path, reference):
                             cwd=REPO, env=dict(env, OMP_NUM_THREADS="1"), stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     wait_for = time.monotonic() + 90
-    while not any(e["step"] >= 6 for e in kinds(run_dir, "checkpoint")):
+    while not any(e["step"] >= 6 for e in events(run_dir, "checkpoint")):
         assert proc.poll() is None and time.monotonic() < wait_for, log.read_text()
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
     proc.wait(timeout=60)
-    stops = kinds(run_dir, "stop")
+    stops = events(run_dir, "stop")
     assert len(stops) == 1 and stops[0]["checkpoint_ok"] and stops[0]["signal"] == "SIGINT", log.read_text()
-    assert kinds(run_dir, "start")[0]["launcher"] == "torchrun"
+    assert events(run_dir, "start")[0]["launcher"] == "torchrun"
     # the same command again, as a user re-runs it (torchrun would take resume.py's --local for its own flag)
     done = subprocess.run([*command, "scripts/train.py", *RUN, "--runs-dir", str(runs), "--run-id", "tr",
                            "--resume-if-exists"],
                           cwd=REPO, env=dict(env, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert kinds(run_dir, "resume")[0]["step"] == stops[0]["step"]
-    assert digest(run_dir) == reference
+    assert events(run_dir, "resume")[0]["step"] == stops[0]["step"]
+    assert final_digest(run_dir) == reference
 
 
 def test_resume_with_another_world_size_is_refused(tmp_path, reference_run):
