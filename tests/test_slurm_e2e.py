@@ -516,39 +516,35 @@ def test_two_submitit_tasks_requeued_end_bit_exact(requeue_phase, refs):
 
 
 # -- phase 3: scancel, SIGKILL, requeue cap (all at once; SLURM queues what does not fit) -------------------
-def drive_scancel(ctx: Ctx) -> dict:
+def cancel_then_resume(ctx: Ctx, name: str, minutes: int, flags: list, env: dict, tasks: int, after_step: int) -> dict:
+    """A job cancelled (scancel) once a checkpoint at `after_step` or later is in, then resubmitted by resume.py
+    (with `env`): its state ("info"), the run's status.py summary between the two jobs ("stopped"), the new
+    job and its state ("new_job", "new_info"), the wall time and the final summary."""
     t0 = time.monotonic()
-    job, run_dir, output = ctx.submit_train("e2e-scancel", 5, SHORT, ctx.sbatch_env())
+    job, run_dir, output = ctx.submit_train(name, minutes, flags, env, tasks=tasks)
     res = {"job": job, "run_dir": run_dir, "outputs": [output]}
-    wait_for(lambda: [e for e in kinds(run_dir, "checkpoint") if e["step"] >= 2 * SHORT_K], 180,
-             what="two checkpoints")
+    wait_for(lambda: [e for e in kinds(run_dir, "checkpoint") if e["step"] >= after_step], 180,
+             what=f"a checkpoint at step {after_step} or later")
     scancel(job, ctx.env)
     res["info"] = wait_job_state(job, TERMINAL, ctx.env, timeout=60)
     wait_for(lambda: gone(job, ctx.env), 60, what=f"job {job} to end")
     res["stopped"] = status_json(ctx.runs, run_dir.name, ctx.env)
-    res["new_job"] = resubmitted_job(resume(ctx.runs, run_dir.name, ctx.env))
+    res["new_job"] = resubmitted_job(resume(ctx.runs, run_dir.name, env))
+    res["outputs"].append(ctx.out / f"{name}-{res['new_job']}.out")
     res["new_info"] = wait_job_state(res["new_job"], TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
     res["wall"] = time.monotonic() - t0
     res["final"] = status_json(ctx.runs, run_dir.name, ctx.env)
     return res
 
 
+def drive_scancel(ctx: Ctx) -> dict:
+    return cancel_then_resume(ctx, "e2e-scancel", 5, SHORT, ctx.sbatch_env(), tasks=1, after_step=2 * SHORT_K)
+
+
 def drive_ddp_scancel(ctx: Ctx) -> dict:
     """A 2-task job (unpaced) cancelled once its first checkpoint is in, resubmitted by resume.py."""
-    t0 = time.monotonic()
     env = dict(ctx.sbatch_env(), SBATCH_SIGNAL="USR2@20", SBATCH_OVERCOMMIT="1")  # the resubmission too
-    job, run_dir, output = ctx.submit_train("e2e-ddp-cancel", 10, LONG, env, tasks=2)
-    res = {"job": job, "run_dir": run_dir, "outputs": [output]}
-    wait_for(lambda: kinds(run_dir, "checkpoint"), 180, what="the first checkpoint of the 2-task run")
-    scancel(job, ctx.env)
-    res["cancelled"] = wait_job_state(job, TERMINAL, ctx.env, timeout=60)
-    wait_for(lambda: gone(job, ctx.env), 60, what=f"job {job} to end")
-    res["new_job"] = resubmitted_job(resume(ctx.runs, run_dir.name, env))
-    res["outputs"].append(ctx.out / f"e2e-ddp-cancel-{res['new_job']}.out")
-    res["info"] = wait_job_state(res["new_job"], TERMINAL, ctx.env, timeout=JOB_TIMEOUT)
-    res["wall"] = time.monotonic() - t0
-    res["final"] = status_json(ctx.runs, run_dir.name, ctx.env)
-    return res
+    return cancel_then_resume(ctx, "e2e-ddp-cancel", 10, LONG, env, tasks=2, after_step=1)
 
 
 def newest_checkpoint_on_disk(run_dir: Path) -> int | None:
@@ -695,7 +691,7 @@ def test_a_cancelled_two_task_run_resubmitted_by_resume_py_ends_bit_exact(stops_
     events = read_events(res["run_dir"])
     report("scancel + resume.py, 2 tasks", res, stop_resume_steps=lost_steps(events))
     why = explain(res)
-    assert res["cancelled"]["JobState"] == "CANCELLED" and res["info"]["JobState"] == "COMPLETED", why
+    assert res["info"]["JobState"] == "CANCELLED" and res["new_info"]["JobState"] == "COMPLETED", why
     stops = [e for e in events if e["event"] == "stop"]
     assert len(stops) == 1 and stops[0]["signal"] == "SIGTERM" and stops[0]["checkpoint_ok"], why
     assert lost_steps(events) == [(stops[0]["step"], stops[0]["step"])], why
