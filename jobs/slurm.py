@@ -17,6 +17,12 @@ def restart_count() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
+def task_id() -> str:
+    """This task's number in its job step ("0" outside a step, or for the only task): with several tasks
+    (srun, submitit), task 0 decides about requeues and the others follow."""
+    return os.environ.get("SLURM_PROCID", "0")
+
+
 def _run(args: list[str]) -> subprocess.CompletedProcess | None:
     try:
         return subprocess.run(args, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)

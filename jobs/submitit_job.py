@@ -22,6 +22,7 @@ from pathlib import Path  # noqa: E402
 
 import submitit  # noqa: E402
 
+from jobs import slurm  # noqa: E402
 from jobs.errors import UserError  # noqa: E402
 from jobs.exit_codes import EXIT_OK, EXIT_STOPPED  # noqa: E402
 from jobs.launch import RESUME_IF_EXISTS, launch  # noqa: E402
@@ -43,7 +44,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
         code = launch(self.workload_ref, self.task_config, Path(self.runs_dir), self.run_id,
                       mode=RESUME_IF_EXISTS, loop=LoopConfig(**self.loop), reporter=Reporter(interactive=False),
                       on_stop=self._after_saved_stop)
-        if code == EXIT_STOPPED and os.environ.get("SLURM_PROCID", "0") != "0":
+        if code == EXIT_STOPPED and slurm.task_id() != "0":
             return {"run_id": self.run_id, "runs_dir": self.runs_dir, "stopped": True}  # rank 0 requeues the job
         if code != EXIT_OK:
             raise RuntimeError(f"run {self.run_id} stopped with exit code {code}; see {self.runs_dir}/{self.run_id}")

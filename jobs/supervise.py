@@ -149,9 +149,9 @@ class Supervisor:
     def _crashed(self, returncode: int, start_step: int | None, crash_step: int | None) -> int:
         exit_code = 128 - returncode if returncode < 0 else returncode  # like a shell: 137 for SIGKILL
         what = describe_exit(returncode)
-        if os.environ.get("SLURM_PROCID", "0") != "0":
+        if slurm.task_id() != "0":
             # one task of several (srun): rank 0's trainer sees the loss, stops, and its supervisor decides
-            print(f"supervise: the trainer of task {os.environ['SLURM_PROCID']} ended ({what})", file=sys.stderr)
+            print(f"supervise: the trainer of task {slurm.task_id()} ended ({what})", file=sys.stderr)
             return exit_code
         run = run_of(self.command)
         if run is None:
