@@ -61,7 +61,7 @@ def _dense(tensor: torch.Tensor) -> bool:
 
 
 # immutable leaves: shared with the state, not copied (an optimizer state dict holds hundreds of them)
-_ATOMIC = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
+_ATOMIC = frozenset({int, float, bool, str, bytes, type(None), torch.dtype, torch.device})
 
 
 class _Group:
@@ -126,18 +126,23 @@ class HostCopy:
         def walk(value):
             if type(value) in _ATOMIC:
                 return value
-            if isinstance(value, torch.Tensor):
-                if value.device.type in on and _dense(value):
-                    index = len(staged)
-                    staged.append(value)
-                    layout.append((value.shape, value.stride(), value.dtype, value.device))
-                    # a mismatch here means new buffers and a second walk: no value is needed
-                    return views[index] if index < len(kept) and kept[index] == layout[index] else None
-                return value.to("cpu", copy=True)
             if isinstance(value, dict):
                 return {key: walk(item) for key, item in value.items()}
+            if isinstance(value, torch.Tensor):
+                index = len(staged)
+                where = (value.shape, value.stride(), value.dtype, value.device)
+                # a kept layout is a staged one (dense, on a staged device): no need to check it again
+                if index < len(kept) and kept[index] == where:
+                    staged.append(value)
+                    layout.append(where)
+                    return views[index]
+                if value.device.type in on and _dense(value):
+                    staged.append(value)
+                    layout.append(where)
+                    return None  # a new layout: new buffers and a second walk, so no value is needed
+                return value.to("cpu", copy=True)
             if isinstance(value, (list, tuple)):
-                if all(type(item) in _ATOMIC for item in value):  # e.g. a param group's parameter indices
+                if _ATOMIC.issuperset(map(type, value)):  # e.g. a param group's parameter indices
                     return type(value)(value)
                 return type(value)(walk(item) for item in value)
             return copy.deepcopy(value)
