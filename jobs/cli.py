@@ -29,13 +29,24 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -65,6 +76,10 @@ def add_loop_arguments(parser: argparse.ArgumentParser, defaults: LoopConfig | N
                         f"{d.max_crash_retries})")
     g.add_argument("--allow-nonfinite", action="store_true", default=not d.stop_on_nonfinite,
                    help="train on when the loss is NaN or infinite (default: stop the run as diverged, exit 4)")
+    g.add_argument("--hang-timeout-seconds", type=non_negative_float, default=d.hang_timeout_seconds,
+                   help=f"no training step for this long (first step and evaluations included): the trainer is "
+                        f"hung, dumps its stacks and exits 7, which the batch job retries (default "
+                        f"{d.hang_timeout_seconds:g}; 0: off, e.g. to sit in a debugger)")
 
 
 def loop_config_from_args(args: argparse.Namespace) -> LoopConfig:
@@ -72,7 +87,8 @@ def loop_config_from_args(args: argparse.Namespace) -> LoopConfig:
                       checkpoint_every_seconds=args.checkpoint_every_seconds,
                       eval_every_epochs=args.eval_every_epochs, keep_last=args.keep_last,
                       keep_every_epochs=args.keep_every_epochs, max_requeues=args.max_requeues,
-                      max_crash_retries=args.max_crash_retries, stop_on_nonfinite=not args.allow_nonfinite)
+                      max_crash_retries=args.max_crash_retries, stop_on_nonfinite=not args.allow_nonfinite,
+                      hang_timeout_seconds=args.hang_timeout_seconds)
 
 
 def run_main(main) -> None:

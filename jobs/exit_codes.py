@@ -7,8 +7,9 @@ EXIT_LOCKED = 3      # another live process holds the run
 EXIT_DIVERGED = 4    # a non-finite loss: stopped, no checkpoint of the diverged state; lower the lr
 EXIT_OUT_OF_MEMORY = 5  # the device ran out of memory; the last checkpoint is intact; lower the batch size
 EXIT_WRITE_FAILED = 6   # a checkpoint the run had to write (final or stop) could not be: disk full, read-only
+EXIT_HUNG = 7          # no training step for --hang-timeout-seconds: it dumped its stacks and ended itself
 EXIT_STOPPED = 75    # stopped by a signal with its checkpoint saved; resume continues it (EX_TEMPFAIL)
 EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once, without a final save
 
-RETRIED_BY_SUPERVISOR = {EXIT_FAILED, EXIT_WRITE_FAILED}  # and a death by signal (jobs.supervise)
+RETRIED_BY_SUPERVISOR = {EXIT_FAILED, EXIT_WRITE_FAILED, EXIT_HUNG}  # and a death by signal (jobs.supervise)
 DEFAULT_MAX_CRASH_RETRIES = 3  # crash requeues of one run (LoopConfig.max_crash_retries)

@@ -10,6 +10,8 @@ import torch
 
 from jobs.checkpoint import BackgroundWriter, CheckpointStore, NonFiniteCheckpoint
 from jobs.distributed import Ranks, is_peer_failure
+from jobs.exit_codes import EXIT_HUNG
+from jobs.hang_watchdog import HangWatchdog
 from jobs.loop_config import LoopConfig  # noqa: F401  (re-exported: jobs.loop.LoopConfig)
 from jobs.memory import OUT_OF_MEMORY, out_of_memory_text
 from jobs.progress import Reporter
@@ -112,6 +114,7 @@ class Trainer:
         self.images_per_sec = None
         self.agreed_stop: str | None = None  # the stop signal all ranks agreed on
         self.stop_ranks: dict[int, str] = {}  # which rank received which stop signal
+        self.watchdog = HangWatchdog(loop.hang_timeout_seconds, self._record_hang)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -234,6 +237,7 @@ class Trainer:
         self._batch_images = 0
         self.step_file.write(self.task.step)
         self.write_status("running")
+        self.watchdog.start()
         try:
             return self._train()
         except Diverged as diverged:
@@ -244,6 +248,8 @@ class Trainer:
             if self.ranks.distributed and is_peer_failure(error):
                 return self._peer_lost(error)
             raise
+        finally:
+            self.watchdog.stop()
 
     def _train(self) -> Outcome:
         task, spe = self.task, self.task.steps_per_epoch
@@ -251,6 +257,7 @@ class Trainer:
         if task.step % spe:
             self.reporter.start_epoch(self.epoch + 1, self.epochs, task.step % spe, spe)
         while task.step < task.total_steps:
+            self.watchdog.stepped(task.step)
             if self._boundary():  # rank 0's cadence asks for a save
                 self.save()
             if self.agreed_stop:
@@ -285,6 +292,13 @@ class Trainer:
         # step's compilation, ...): where a slow start spends its time
         self.startup["task_parts"] = {k: round(v, 3) for k, v in getattr(self.task, "startup_phases", {}).items()}
         self.run.event("first-step", self.task.step - 1, **self.startup)  # the step this start trained from
+
+    def _record_hang(self, idle: float) -> None:
+        """From the watchdog's thread, while the loop hangs: what the run's files say about it."""
+        message = (f"hung: no training step for {idle:.1f} s after step {self.task.step} (--hang-timeout-seconds "
+                   f"{self.loop.hang_timeout_seconds:g}); the trainer exited {EXIT_HUNG}; {self._kept()}")
+        self.run.event("hang", self.task.step, idle_seconds=round(idle, 1), message=message)
+        self.write_status("failed", error=message)
 
     def _new_window(self) -> dict:
         return {"loss": 0.0, "correct": 0, "images": 0, "steps": 0, "start": time.perf_counter(),

@@ -15,6 +15,7 @@ class LoopConfig:
     max_requeues: int = 200  # SLURM self-requeues before giving up (see jobs.slurm)
     max_crash_retries: int = DEFAULT_MAX_CRASH_RETRIES  # requeues after the trainer crashed (jobs.supervise)
     stop_on_nonfinite: bool = True  # a NaN/inf loss stops the run as diverged (--allow-nonfinite: off)
+    hang_timeout_seconds: float = 1800.0  # no step for this long: the trainer ends itself (jobs.hang_watchdog); 0: off
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,7 +13,7 @@ from jobs.write_failures import WriteFailures
 DEFAULT_RUNS_DIR = "checkpoints"  # where runs live unless --runs-dir says otherwise
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 EVENT_KINDS = {"start", "resume", "checkpoint", "signal", "requeue", "fallback", "lock-broken",
-               "finish", "error", "stop", "diverged", "crash", "write-failed", "write-recovered", "first-step"}
+               "finish", "error", "stop", "diverged", "crash", "write-failed", "write-recovered", "first-step", "hang"}
 MAX_PENDING_EVENTS = 1000  # events kept in memory while the log cannot be written (oldest dropped)
 
 

@@ -7,8 +7,9 @@ Exec'd by the batch scripts, the supervisor *is* the batch shell: SLURM's `B:USR
 and it forwards USR2, TERM and INT to the trainer at once. A trainer killed outright (the OOM killer's
 SIGKILL, a segfault) or failing with an unhandled error (a CUDA error) is retried, by requeuing the job,
 only when all of these hold:
-- it died by a signal, or exited 1 (an unhandled error) or 6 (its checkpoint could not be written);
-  0, 2 (bad input), 3 (locked), 4 (diverged), 5 (out of memory), 75 (signal-stop, saved) are final;
+- it died by a signal, or exited 1 (an unhandled error), 6 (its checkpoint could not be written) or 7
+  (hung: no step for --hang-timeout-seconds, jobs.hang_watchdog); 0, 2 (bad input), 3 (locked),
+  4 (diverged), 5 (out of memory), 75 (signal-stop, saved) are final;
 - the run committed a checkpoint newer than the step this trainer started from (it made progress);
 - no earlier crash of the run happened at the same step (a crash that repeats itself);
 - fewer than `max_crash_retries` crashes were retried (the run's loop config, --max-crash-retries);
@@ -45,7 +46,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from jobs import slurm  # noqa: E402
-from jobs.exit_codes import DEFAULT_MAX_CRASH_RETRIES, RETRIED_BY_SUPERVISOR  # noqa: E402
+from jobs.exit_codes import DEFAULT_MAX_CRASH_RETRIES, EXIT_HUNG, RETRIED_BY_SUPERVISOR  # noqa: E402
 from jobs.files import read_json  # noqa: E402
 from jobs.manifest import committed_step  # noqa: E402
 from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, resume_command, slurm_job_id  # noqa: E402
@@ -70,6 +71,8 @@ def run_of(command: list[str]) -> RunDir | None:
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
         return f"killed by {signal.Signals(-returncode).name}"
+    if returncode == EXIT_HUNG:
+        return f"exit code {returncode}: hung, no step within --hang-timeout-seconds"
     return f"exit code {returncode}"
 
 

@@ -151,8 +151,10 @@ def _output_files(script: str) -> tuple[Path, Path]:
     return Path(out.name), Path(err.name)
 
 
-def start(script: str, *args: str, slow: float | None = None, supervised: bool = False) -> Proc:
-    """Start `python scripts/<script> ARGS` (a cold start) in the background; output goes to files.
+def start(script: str, *args: str, slow: float | None = None, supervised: bool = False,
+          env: dict | None = None) -> Proc:
+    """Start `python scripts/<script> ARGS` (a cold start) in the background; output goes to files; `env`:
+    extra variables.
     supervised: as the batch scripts run it, `trap '' USR2; exec python -m jobs.supervise -- python ...` (the
     Proc is then the supervisor, the trainer its child)."""
     out_path, err_path = _output_files(script)
@@ -160,7 +162,7 @@ def start(script: str, *args: str, slow: float | None = None, supervised: bool =
     if supervised:
         command = ["bash", "-c", "trap '' USR2; exec \"$@\"", "bash", PYTHON, "-m", "jobs.supervise", "--", *command]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        popen = subprocess.Popen(command, cwd=REPO, env=clean_env(slow), stdout=out, stderr=err,
+        popen = subprocess.Popen(command, cwd=REPO, env=clean_env(slow, **(env or {})), stdout=out, stderr=err,
                                  stdin=subprocess.DEVNULL)
     return Proc(popen.pid, out_path, err_path, popen=popen)
 

@@ -100,6 +100,16 @@ def test_impossible_numbers_on_the_command_line(runs, script, flag, value):
     assert tree_snapshot(runs) == before
 
 
+@pytest.mark.parametrize("value, message", [("-1", "must be 0 or more, got -1"), ("nan", "must be 0 or more, got nan"),
+                                            ("soon", "'soon' is not a number")])
+def test_bad_hang_timeout(runs, value, message):
+    before = tree_snapshot(runs)
+    code, out, err = call("train", *SHORT, "--run-id", "new", "--hang-timeout-seconds", value, "--runs-dir", runs)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith(f"error: argument --hang-timeout-seconds: {message}")
+    assert tree_snapshot(runs) == before
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("epochs", 0, "epochs must be a positive integer, got 0"),
     ("batch_size", -32, "batch_size must be a positive integer, got -32"),

@@ -1,11 +1,12 @@
 """Real faults, not signals: a disk that fills up, turns read-only or vanishes under a training run, a run
-that diverges, a device out of memory, a torn log line (DESIGN invariants 3, 6, 7).
+that diverges, a device out of memory, a trainer that hangs, a torn log line (DESIGN invariants 3, 6, 7).
 
 The disk faults are real: a tmpfs filled to the last byte, a read-only bind mount, a renamed directory
 (the first two need root, as in CI; elsewhere they are skipped, saying why)."""
 import collections
 import errno
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from jobs.exit_codes import EXIT_DIVERGED, EXIT_OUT_OF_MEMORY, EXIT_WRITE_FAILED
+from jobs.exit_codes import EXIT_DIVERGED, EXIT_HUNG, EXIT_OUT_OF_MEMORY, EXIT_WRITE_FAILED
 from jobs.files import append_json_lines, read_json_lines
+from jobs.hang_watchdog import HANG_AT_STEP_ENV
 from jobs.run_dir import RunDir
 from jobs.step_file import STEP_FILE_ENV, read_step_file
 from resnet.task import ResNetTask
@@ -32,6 +34,7 @@ from tests.helpers_runs import (
     final_digest,
     manifest_entries,
     spawn,
+    start,
     status_of,
 )
 
@@ -296,3 +299,57 @@ def test_cuda_out_of_memory_is_one_clear_line(tmp_path, monkeypatch):
     code, out, err = call("resume", "--run-id", "oom", "--runs-dir", tmp_path, "--local")
     assert code == 0, err
     assert events(path, "resume")[-1]["step"] == 10
+
+
+# -- a hung trainer ------------------------------------------------------------------------------------
+def test_a_hung_trainer_ends_itself_and_resume_ends_bit_equal(tmp_path, reference):
+    """The loop blocks for good at the boundary after step 9 (the test hook waits on a lock, as a hung
+    collective or read does). Under the batch job's supervisor: once no step has come for
+    --hang-timeout-seconds (2) the trainer writes its threads' stacks (the hung one included) to stderr,
+    records a `hang` event and state failed, and exits 7, which the supervisor takes for a crash (a `crash`
+    event; no requeue outside SLURM). The last checkpoint (step 7, the first epoch's end) is intact, and
+    resume ends with the uninterrupted run's weights."""
+    runs = tmp_path / "runs"
+    path = runs / "hung"
+    proc = start("train.py", *LONG, "--checkpoint-every-steps", "2", "--hang-timeout-seconds", "2",
+                 "--run-id", "hung", "--runs-dir", runs, supervised=True, env={HANG_AT_STEP_ENV: "9"})
+    try:
+        assert proc.wait(120) == EXIT_HUNG, proc.stderr
+    finally:
+        discard(proc)
+    (hang,) = events(path, "hang")
+    assert hang["step"] == 9 and 2 <= hang["idle_seconds"] < 10, hang
+    assert hang["message"].endswith("the trainer exited 7; the last committed checkpoint (step 7) is intact")
+    assert committed_step(path) == 7
+    (crash,) = events(path, "crash")
+    assert crash["exit_code"] == EXIT_HUNG and crash["step"] == 9, crash  # the step file: 9 steps done
+    assert crash["exit_status"] == "exit code 7: hung, no step within --hang-timeout-seconds", crash
+    assert crash["requeued"] is False and crash["reason"] == "not inside a SLURM job", crash
+    err = proc.stderr
+    assert "error: no training step for " in err and "(--hang-timeout-seconds 2): the trainer is hung" in err, err
+    assert 'hang_watchdog.py", line' in err and "in stepped" in err and 'loop.py", line' in err, err  # the hung stack
+    summary = status_of(runs, "hung")
+    assert summary["state"] == "failed" and summary["hint"].startswith("resume with: "), summary
+
+    code, out, err = call("resume", "--run-id", "hung", "--runs-dir", runs, "--local")
+    assert code == 0, err
+    assert events(path, "resume")[-1]["step"] == 7
+    assert final_digest(path) == reference.digest
+
+
+def test_a_stopped_trainer_is_not_a_hung_one(tmp_path, reference):
+    """SIGSTOP (Ctrl-Z, a suspended job) for three times --hang-timeout-seconds, then SIGCONT: the time it
+    stood still is not taken for a hang; the run goes on to the end with the uninterrupted run's weights."""
+    runs = tmp_path / "runs"
+    proc = spawn("train.py", *LONG, "--checkpoint-every-steps", "2", "--hang-timeout-seconds", "2",
+                 "--run-id", "paused", "--runs-dir", runs)
+    try:
+        wait_until(lambda: committed_step(runs / "paused"), 60, "the first checkpoint", proc)
+        proc.send(signal.SIGSTOP)
+        time.sleep(6)
+        proc.send(signal.SIGCONT)
+        assert proc.wait(120) == 0, proc.stderr
+    finally:
+        discard(proc)
+    assert not events(runs / "paused", "hang") and "hung" not in proc.stderr
+    assert final_digest(runs / "paused") == reference.digest
