@@ -305,20 +305,20 @@ def test_cuda_out_of_memory_is_one_clear_line(tmp_path, monkeypatch):
 def test_a_hung_trainer_ends_itself_and_resume_ends_bit_equal(tmp_path, reference):
     """The loop blocks for good at the boundary after step 9 (the test hook waits on a lock, as a hung
     collective or read does). Under the batch job's supervisor: once no step has come for
-    --hang-timeout-seconds (2) the trainer writes its threads' stacks (the hung one included) to stderr,
+    --hang-timeout-seconds (3) the trainer writes its threads' stacks (the hung one included) to stderr,
     records a `hang` event and state failed, and exits 7, which the supervisor takes for a crash (a `crash`
     event; no requeue outside SLURM). The last checkpoint (step 7, the first epoch's end) is intact, and
     resume ends with the uninterrupted run's weights."""
     runs = tmp_path / "runs"
     path = runs / "hung"
-    proc = start("train.py", *LONG, "--checkpoint-every-steps", "2", "--hang-timeout-seconds", "2",
+    proc = start("train.py", *LONG, "--checkpoint-every-steps", "2", "--hang-timeout-seconds", "3",
                  "--run-id", "hung", "--runs-dir", runs, supervised=True, env={HANG_AT_STEP_ENV: "9"})
     try:
         assert proc.wait(120) == EXIT_HUNG, proc.stderr
     finally:
         discard(proc)
     (hang,) = events(path, "hang")
-    assert hang["step"] == 9 and 2 <= hang["idle_seconds"] < 10, hang
+    assert hang["step"] == 9 and 3 <= hang["idle_seconds"] < 12, hang
     assert hang["message"].endswith("the trainer exited 7; the last committed checkpoint (step 7) is intact")
     assert committed_step(path) == 7
     (crash,) = events(path, "crash")
@@ -326,7 +326,7 @@ def test_a_hung_trainer_ends_itself_and_resume_ends_bit_equal(tmp_path, referenc
     assert crash["exit_status"] == "exit code 7: hung, no step within --hang-timeout-seconds", crash
     assert crash["requeued"] is False and crash["reason"] == "not inside a SLURM job", crash
     err = proc.stderr
-    assert "error: no training step for " in err and "(--hang-timeout-seconds 2): the trainer is hung" in err, err
+    assert "error: no training step for " in err and "(--hang-timeout-seconds 3): the trainer is hung" in err, err
     assert 'hang_watchdog.py", line' in err and "in stepped" in err and 'loop.py", line' in err, err  # the hung stack
     summary = status_of(runs, "hung")
     assert summary["state"] == "failed" and summary["hint"].startswith("resume with: "), summary
@@ -338,15 +338,16 @@ def test_a_hung_trainer_ends_itself_and_resume_ends_bit_equal(tmp_path, referenc
 
 
 def test_a_stopped_trainer_is_not_a_hung_one(tmp_path, reference):
-    """SIGSTOP (Ctrl-Z, a suspended job) for three times --hang-timeout-seconds, then SIGCONT: the time it
-    stood still is not taken for a hang; the run goes on to the end with the uninterrupted run's weights."""
+    """SIGSTOP (Ctrl-Z, a suspended job) for 8 s, well over --hang-timeout-seconds (3), then SIGCONT: the time
+    it stood still is not taken for a hang; the run goes on to the end with the uninterrupted run's weights.
+    (3 s, not less: on a slow disk the loop may wait a second or two for the previous checkpoint's write.)"""
     runs = tmp_path / "runs"
-    proc = spawn("train.py", *LONG, "--checkpoint-every-steps", "2", "--hang-timeout-seconds", "2",
+    proc = spawn("train.py", *LONG, "--checkpoint-every-steps", "2", "--hang-timeout-seconds", "3",
                  "--run-id", "paused", "--runs-dir", runs)
     try:
         wait_until(lambda: committed_step(runs / "paused"), 60, "the first checkpoint", proc)
         proc.send(signal.SIGSTOP)
-        time.sleep(6)
+        time.sleep(8)
         proc.send(signal.SIGCONT)
         assert proc.wait(120) == 0, proc.stderr
     finally:
