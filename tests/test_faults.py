@@ -302,27 +302,35 @@ def test_cuda_out_of_memory_is_one_clear_line(tmp_path, monkeypatch):
 
 
 # -- a hung trainer ------------------------------------------------------------------------------------
-def test_a_hung_trainer_ends_itself_and_resume_ends_bit_equal(tmp_path, reference):
-    """The loop blocks for good at the boundary after step 9 (the test hook waits on a lock, as a hung
-    collective or read does). Under the batch job's supervisor: once no step has come for
-    --hang-timeout-seconds (3) the trainer writes its threads' stacks (the hung one included) to stderr,
-    records a `hang` event and state failed, and exits 7, which the supervisor takes for a crash (a `crash`
-    event; no requeue outside SLURM). The last checkpoint (step 7, the first epoch's end) is intact, and
-    resume ends with the uninterrupted run's weights."""
+def test_a_hung_trainer_ends_itself_but_a_stopped_one_does_not(tmp_path, reference):
+    """Under the batch job's supervisor, --hang-timeout-seconds 3 (not less: on a slow disk the loop may
+    wait a second or two for the previous checkpoint's write). First the trainer is SIGSTOPped for 8 s
+    (Ctrl-Z, a suspended job): that is not a hang. Then the loop blocks for good at the boundary after step
+    30 (the test hook waits on a lock, as a hung collective or read does): 3 s later the trainer writes
+    its threads' stacks (the hung one included) to stderr, records a `hang` event and state failed, and
+    exits 7, which the supervisor takes for a crash (a `crash` event; no requeue outside SLURM). The last
+    checkpoint (step 28, an epoch end) is intact, and resume ends with the uninterrupted run's weights."""
     runs = tmp_path / "runs"
     path = runs / "hung"
     proc = start("train.py", *LONG, "--checkpoint-every-steps", "2", "--hang-timeout-seconds", "3",
-                 "--run-id", "hung", "--runs-dir", runs, supervised=True, env={HANG_AT_STEP_ENV: "9"})
+                 "--run-id", "hung", "--runs-dir", runs, supervised=True, env={HANG_AT_STEP_ENV: "30"})
     try:
+        trainer = wait_until(lambda: [e["pid"] for e in events(path, "start")], 60, "the start", proc)[0]
+        wait_until(lambda: committed_step(path), 60, "the first checkpoint", proc)
+        os.kill(trainer, signal.SIGSTOP)
+        stopped_at = committed_step(path)
+        time.sleep(8)
+        os.kill(trainer, signal.SIGCONT)
         assert proc.wait(120) == EXIT_HUNG, proc.stderr
     finally:
         discard(proc)
+    assert stopped_at < 30, "the trainer reached the hang before the SIGSTOP: the pause was not tested"
     (hang,) = events(path, "hang")
-    assert hang["step"] == 9 and 3 <= hang["idle_seconds"] < 12, hang
-    assert hang["message"].endswith("the trainer exited 7; the last committed checkpoint (step 7) is intact")
-    assert committed_step(path) == 7
+    assert hang["step"] == 30 and 3 <= hang["idle_seconds"] < 12, hang
+    assert hang["message"].endswith("the trainer exited 7; the last committed checkpoint (step 28) is intact")
+    assert committed_step(path) == 28
     (crash,) = events(path, "crash")
-    assert crash["exit_code"] == EXIT_HUNG and crash["step"] == 9, crash  # the step file: 9 steps done
+    assert crash["exit_code"] == EXIT_HUNG and crash["step"] == 30, crash  # the step file: 30 steps done
     assert crash["exit_status"] == "exit code 7: hung, no step within --hang-timeout-seconds", crash
     assert crash["requeued"] is False and crash["reason"] == "not inside a SLURM job", crash
     err = proc.stderr
@@ -333,24 +341,5 @@ def test_a_hung_trainer_ends_itself_and_resume_ends_bit_equal(tmp_path, referenc
 
     code, out, err = call("resume", "--run-id", "hung", "--runs-dir", runs, "--local")
     assert code == 0, err
-    assert events(path, "resume")[-1]["step"] == 7
+    assert events(path, "resume")[-1]["step"] == 28
     assert final_digest(path) == reference.digest
-
-
-def test_a_stopped_trainer_is_not_a_hung_one(tmp_path, reference):
-    """SIGSTOP (Ctrl-Z, a suspended job) for 8 s, well over --hang-timeout-seconds (3), then SIGCONT: the time
-    it stood still is not taken for a hang; the run goes on to the end with the uninterrupted run's weights.
-    (3 s, not less: on a slow disk the loop may wait a second or two for the previous checkpoint's write.)"""
-    runs = tmp_path / "runs"
-    proc = spawn("train.py", *LONG, "--checkpoint-every-steps", "2", "--hang-timeout-seconds", "3",
-                 "--run-id", "paused", "--runs-dir", runs)
-    try:
-        wait_until(lambda: committed_step(runs / "paused"), 60, "the first checkpoint", proc)
-        proc.send(signal.SIGSTOP)
-        time.sleep(8)
-        proc.send(signal.SIGCONT)
-        assert proc.wait(120) == 0, proc.stderr
-    finally:
-        discard(proc)
-    assert not events(runs / "paused", "hang") and "hung" not in proc.stderr
-    assert final_digest(runs / "paused") == reference.digest
