@@ -23,7 +23,9 @@ def ignore_usr2() -> None:
 def ignore_usr2_at_exit() -> None:
     """From the end of the program on, a USR2 (a time-limit warning that comes as a finished run exits) is
     ignored: the interpreter's shutdown puts Python-handled signals back to their default action, which
-    for USR2 kills the process and fails a job whose run has just completed. Ignored ones stay ignored."""
+    for USR2 kills the process and fails a job whose run has just completed. Ignored ones stay ignored.
+    Registered once however often it is asked (a submitit job calls catch_early twice)."""
+    atexit.unregister(ignore_usr2)
     atexit.register(ignore_usr2)
 
 
