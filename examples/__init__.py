@@ -1,1 +1,1 @@
-"""Workloads other than the ResNet, trained by the same toolkit (see the README's "Your own training")."""
+"""Workloads other than the ResNet, trained by the same toolkit (docs/your-own-training.md)."""

@@ -32,6 +32,8 @@ class CharModel(torch.nn.Module):
 
 
 class CharTask:
+    unit = "tokens"  # what train_step counts: the loop logs tokens_per_sec, and the loss per token
+
     def __init__(self, config: dict):
         self.config = config
         with open(config["text"], "rb") as f:
@@ -68,9 +70,8 @@ class CharTask:
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        # "images" are the sequences; "correct" counts them fractionally, so correct/images = per-byte accuracy
-        correct = (logits.argmax(-1) == targets).float().mean(1).sum()
-        return {"loss": loss.detach(), "correct": correct, "images": len(inputs), "lr": self.config["lr"]}
+        correct = (logits.argmax(-1) == targets).sum()  # next bytes predicted right: the per-byte accuracy
+        return {"loss": loss.detach(), "correct": correct, "tokens": targets.numel(), "lr": self.config["lr"]}
 
     @torch.no_grad()
     def evaluate(self) -> dict:

@@ -1,11 +1,13 @@
-"""Pieces shared by the command-line entry points: loop flags and the bad-input guard."""
+"""Pieces shared by the command-line entry points: run, resume and loop flags, and the bad-input guard.
+(The one shared module that imports packages: it sits on top, for scripts/.)"""
 import argparse
 import sys
 
 from jobs.errors import UserError
 from jobs.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
-from jobs.loop_config import LoopConfig
-from jobs.run_dir import DEFAULT_RUNS_DIR
+from jobs.launch.plan import NEW, RESUME_IF_EXISTS
+from jobs.run.run_dir import DEFAULT_RUNS_DIR
+from jobs.train.config import LoopConfig
 
 
 def _integer(text: str) -> int:
@@ -55,6 +57,22 @@ def add_run_arguments(parser: argparse.ArgumentParser, run_id_required: bool) ->
                         help="name of the run directory (letters, digits, . _ -)")
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help=f"root of all runs (default: {DEFAULT_RUNS_DIR}/)")
     parser.add_argument("--force", action="store_true", help="break the run's lock even if its holder may live")
+
+
+def add_resume_arguments(parser: argparse.ArgumentParser, safe_to_change: frozenset | None = None) -> None:
+    """--resume-if-exists and --override FIELD (choices: the workload's safe_to_change, where known here)."""
+    parser.add_argument("--resume-if-exists", action="store_true",
+                        help="continue the run if it exists, start it otherwise (what a requeued job needs)")
+    parser.add_argument("--override", action="append", default=[],
+                        choices=sorted(safe_to_change) if safe_to_change is not None else None,
+                        help="allow this config field to differ from the run being resumed (if the workload allows)")
+
+
+def launch_mode(args: argparse.Namespace) -> str:
+    """NEW or RESUME_IF_EXISTS, from the resume flags; --override needs --resume-if-exists."""
+    if args.override and not args.resume_if_exists:
+        raise UserError("--override only applies with --resume-if-exists (or use scripts/resume.py)")
+    return RESUME_IF_EXISTS if args.resume_if_exists else NEW
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, defaults: LoopConfig | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Exit codes of the entry points (documented in README.md), and which of them the batch job's supervisor
+"""Exit codes of the entry points (docs/design.md, "Exit codes"), and which of them the batch job's supervisor
 (jobs.supervise) retries when the run made progress; every other code is final."""
 EXIT_OK = 0          # the run finished (or was already finished)
 EXIT_FAILED = 1      # training failed: an unhandled error (a bug, a CUDA error)

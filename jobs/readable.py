@@ -29,3 +29,18 @@ def readable(key: str, value) -> str:
 def readable_fields(record: dict, skip: tuple = ()) -> str:
     """`key value key value ...`: a plain, greppable line."""
     return " ".join(f"{key} {readable(key, value)}" for key, value in record.items() if key not in skip)
+
+
+def label(key: str) -> str:
+    """A field's name for a heading: "val_accuracy" -> "validation accuracy", "images_per_sec" -> "images/s"."""
+    if key.startswith("val_"):
+        key = "validation_" + key[len("val_"):]
+    return key.replace("_per_sec", "/s").replace("_", " ")
+
+
+UNIT_SHORT = {"images": "img", "tokens": "tok"}
+
+
+def per_second(unit: str) -> str:
+    """A rate's unit in a narrow cell or a progress line: "img/s", "tok/s", "samples/s"."""
+    return f"{UNIT_SHORT.get(unit, unit)}/s"

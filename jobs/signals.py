@@ -1,7 +1,7 @@
 """Stop requests: signal handlers only set a flag; the loop acts on it at the next step boundary.
 
 Python runs a handler between two bytecodes, possibly in the middle of an optimizer update, so
-saving inside the handler could capture a half-updated model (DESIGN invariant 4).
+saving inside the handler could capture a half-updated model (docs/design.md, invariant 4).
 """
 import atexit
 import signal
@@ -51,10 +51,6 @@ class StopFlag:
     def __init__(self):
         self.received: list[str] = []
         self._previous: dict[int, object] = {}
-
-    @property
-    def requested(self) -> bool:
-        return bool(self.received)
 
     @property
     def first(self) -> str | None:

@@ -28,8 +28,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from jobs.checkpoint.model_state import StateReader
 from jobs.errors import UserError
-from jobs.model_state import StateReader
 from resnet import config as run_config
 from resnet.augment import normalize, random_crop_flip
 from resnet.data import Dataset, channel_stats, load_cifar10, make_synthetic, split_train_val
@@ -37,7 +37,7 @@ from resnet.graphed_step import GraphedStep
 from resnet.models import build_model
 
 EVAL_BATCH = 1000
-COMPILE_BACKEND_ENV = "RESNET_TEST_COMPILE_BACKEND"  # test hook: "eager" traces without inductor (seconds)
+COMPILE_BACKEND = "inductor"  # torch.compile's backend (the CPU tests patch in "eager": seconds, not minutes)
 
 
 def lr_factor(step: int, total_steps: int, steps_per_epoch: int, schedule: str, warmup_epochs: float) -> float:
@@ -71,6 +71,8 @@ def load_data(config: dict) -> tuple[Dataset, Dataset, Dataset]:
 
 
 class ResNetTask:
+    unit = "images"  # what train_step counts: the loop logs images_per_sec
+
     def __init__(self, config: dict):
         self.config = config
         if config["device"] == "cuda" and not torch.cuda.is_available():
@@ -142,7 +144,7 @@ class ResNetTask:
         self._permutation_epoch, self._permutation = None, None
         self.graphed_step = GraphedStep(self.model, self.optimizer, self._step) if graphed else None
 
-    # -- the contract of jobs.task.Task ------------------------------------------------------------
+    # -- the contract of jobs.workload.Task --------------------------------------------------------
     def describe(self) -> str:
         depth = (6 if self.config["block"] == "standard" else 9) * self.config["size"] + 2
         return f"resnet-{depth} {self.config['block']}"
@@ -299,11 +301,11 @@ def compile_model(model: torch.nn.Module):
 
     dynamic=False: the train batch, the evaluation batch and a last partial batch each get their own
     specialised kernels (a handful of shapes) rather than dynamic-shape ones."""
-    return torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"), dynamic=False)
+    return torch.compile(model, backend=COMPILE_BACKEND, dynamic=False)
 
 
 class ResNetWorkload:
-    """What jobs/ needs to know about this workload (jobs.task.Workload)."""
+    """What jobs/ needs to know about this workload (jobs.workload.Workload)."""
     primary_metric = "val_accuracy"
     safe_to_change = run_config.SAFE_TO_CHANGE
 
@@ -311,7 +313,7 @@ class ResNetWorkload:
         run_config.validate(config)
 
     def complete(self, config: dict) -> dict:
-        """A frozen config with the fields added since it was written (jobs.launch asks before comparing)."""
+        """A frozen config with the fields added since it was written (jobs.launch.plan asks before comparing)."""
         return run_config.complete(config)
 
     def build(self, config: dict) -> ResNetTask:

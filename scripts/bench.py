@@ -26,10 +26,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from jobs.checkpoint import BackgroundWriter, CheckpointStore, snapshot
+from jobs.checkpoint import layout
+from jobs.checkpoint.host_copy import snapshot
+from jobs.checkpoint.rng import capture_rng
+from jobs.checkpoint.store import CheckpointStore
+from jobs.checkpoint.writer import BackgroundWriter
 from jobs.cli import positive_int, run_main
-from jobs.loop import LoopConfig
-from jobs.rng import capture_rng
+from jobs.train.config import LoopConfig
+from jobs.train.metrics import LoopState
 from resnet.config import DEFAULTS, resolve_device
 from resnet.task import ResNetTask
 
@@ -88,7 +92,9 @@ def seed_style_step(task: ResNetTask, rng: np.random.Generator):
 
 
 def checkpoint_state(task: ResNetTask) -> dict:
-    return {"format": 1, "step": task.step, "task": task.state_dict(), "rng": capture_rng(), "loop": {"history": []}}
+    """What a run's save takes (jobs.train.checkpointer), for one process."""
+    return layout.checkpoint_state(task.step, task.steps_per_epoch, task.state_dict(), capture_rng(),
+                                   LoopState().to_dict())
 
 
 def checkpoint_costs(task: ResNetTask, device: str, saves: int) -> dict:
@@ -96,7 +102,7 @@ def checkpoint_costs(task: ResNetTask, device: str, saves: int) -> dict:
     and the stall of the background writer (state dicts, RNGs, queuing the copies: what training waits for)."""
     sync_ms, stall_ms, parts = [], [], {"state_ms": [], "host_copy_ms": []}
     with tempfile.TemporaryDirectory() as directory:
-        store = CheckpointStore(directory)
+        store = CheckpointStore(directory, weights_of=layout.weights)
         for _ in range(saves):
             task.train_step()
             sync(device)
@@ -104,7 +110,7 @@ def checkpoint_costs(task: ResNetTask, device: str, saves: int) -> dict:
             entry = store.save(snapshot(checkpoint_state(task)), step=task.step, epoch=0.0)
             sync_ms.append(1000 * (time.perf_counter() - started))
     with tempfile.TemporaryDirectory() as directory:
-        writer = BackgroundWriter(CheckpointStore(directory))
+        writer = BackgroundWriter(CheckpointStore(directory, weights_of=layout.weights))
         for i in range(saves + 1):
             task.train_step()
             started = time.perf_counter()
@@ -128,7 +134,7 @@ def checkpoint_overhead(task: ResNetTask, device: str, steps: int, save_every: i
     to end: the same steps with a background save every `save_every` steps, between two plain timings.
     One writer throughout, as in a run: its pinned buffers are allocated by the first save, not timed."""
     with tempfile.TemporaryDirectory() as directory:
-        writer = BackgroundWriter(CheckpointStore(directory))
+        writer = BackgroundWriter(CheckpointStore(directory, weights_of=layout.weights))
 
         def timed(every: int) -> float:
             sync(device)

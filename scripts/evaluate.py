@@ -19,11 +19,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from jobs.checkpoint.manifest import committed_entries, verified_bytes
 from jobs.cli import run_main
 from jobs.errors import UserError
-from jobs.manifest import committed_entries, verified_bytes
 from jobs.readable import readable
-from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, unknown_run_message
+from jobs.run.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, unknown_run_message
 from resnet.config import resolve_device
 from resnet.data import CIFAR10_CLASSES
 from resnet.task import WORKLOAD, ResNetTask

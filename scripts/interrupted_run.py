@@ -23,8 +23,8 @@ from pathlib import Path
 from jobs.cli import positive_int, run_main
 from jobs.errors import UserError
 from jobs.exit_codes import EXIT_STOPPED
-from jobs.files import read_json_lines
-from jobs.supervise import run_of
+from jobs.run.files import read_json_lines
+from jobs.supervise.crash import run_of
 
 SCRIPTS = Path(__file__).resolve().parent
 

@@ -4,8 +4,8 @@
     python scripts/report.py r32-paper r32-better --output report.png
     python scripts/report.py --all --runs-dir checkpoints
 
-Prints a Markdown table (run, model, epochs, best validation accuracy, test accuracy, wall time,
-training time, restarts, img/s) and writes one PNG with the training loss, the validation accuracy and
+Prints a Markdown table (run, model, epochs, the best of the workload's primary metric, its final metrics,
+wall time, training time, restarts, speed) and writes one PNG with the training loss, the primary metric and
 the learning rate against the epoch, one line per run, each restart marked on its curves. Plotting
 needs matplotlib (`pip install -e '.[plot]'`); without it the table is printed and the plot skipped.
 Reads the runs' JSON files only (no torch, no lock).
@@ -17,10 +17,10 @@ from pathlib import Path
 
 from jobs.cli import run_main
 from jobs.errors import UserError
-from jobs.readable import percent
-from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, known_run_ids, unknown_run_message
-
-PANELS = (("train_loss", "training loss"), ("val_accuracy", "validation accuracy (%)"), ("lr", "learning rate"))
+from jobs.readable import label, readable
+from jobs.run.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, known_run_ids, unknown_run_message
+from jobs.status.summary import in_workload_words
+from jobs.status.table import rate
 
 
 def _hours(seconds) -> str:
@@ -36,34 +36,42 @@ def run_figures(run: RunDir) -> dict:
     """What the table and the plot show of one run, from its metrics, events and status."""
     metrics = list({m["epoch"]: m for m in run.metrics()}.values())  # a redone epoch: its last record
     events = run.events()
-    status = run.read_status()
+    status = in_workload_words(run.read_status())
     config = run.read_config()
+    primary = status.get("primary_metric")
     steps_per_epoch = metrics[-1]["step"] / metrics[-1]["epoch"] if metrics else None
     restarts = [e["step"] / steps_per_epoch for e in events if e["event"] == "resume" and steps_per_epoch]
     starts = [e["time"] for e in events if e["event"] == "start"]
     ends = [e["time"] for e in events if e["event"] in ("finish", "stop", "error", "diverged")]
-    validation = [m["val_accuracy"] for m in metrics if m.get("val_accuracy") is not None]
+    scores = [m[primary] for m in metrics if primary and m.get(primary) is not None]
+    unit = status.get("unit") or "samples"
+    rates = [m[f"{unit}_per_sec"] for m in metrics if m.get(f"{unit}_per_sec") is not None]
     return {
         "run": run.run_id, "model": status.get("model") or "-", "epochs": len(metrics),
         "epochs_planned": status.get("epochs", config.get("task", {}).get("epochs")),
-        "best_val": max(validation, default=None), "test": status.get("test_accuracy"),
+        "primary_metric": primary, "best": max(scores, default=None), "final": status.get("final_metrics") or {},
         "wall_seconds": (max(ends) - min(starts)) if starts and ends else None,
         "train_seconds": sum(m.get("epoch_seconds", 0) for m in metrics) or None,
         "restarts": len(restarts), "restart_epochs": restarts,
-        "img_s": statistics.median(m["images_per_sec"] for m in metrics) if metrics else None,
+        "unit": unit, "rate": statistics.median(rates) if rates else None,
         "metrics": metrics,
     }
 
 
 def markdown_table(runs: list[dict]) -> str:
-    columns = ("run", "model", "epochs", "best validation", "test accuracy", "wall time", "training time",
-               "restarts", "img/s")
+    """One row per run; the metric columns in the workloads' words (the best of each primary metric, every
+    final metric)."""
+    primaries = list(dict.fromkeys(r["primary_metric"] for r in runs if r["primary_metric"]))
+    finals = list(dict.fromkeys(key for r in runs for key in r["final"]))
+    columns = ("run", "model", "epochs", *(f"best {label(m)}" for m in primaries), *map(label, finals),
+               "wall time", "training time", "restarts", "speed")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in runs:
-        img_s = "-" if r["img_s"] is None else f"{r['img_s']:,.0f}"
-        lines.append(f"| {r['run']} | {r['model']} | {r['epochs']}/{r['epochs_planned']} | {percent(r['best_val'])} | "
-                     f"{percent(r['test'])} | {_hours(r['wall_seconds'])} | {_hours(r['train_seconds'])} | "
-                     f"{r['restarts']} | {img_s} |")
+        best = [readable(m, r["best"]) if m == r["primary_metric"] else "-" for m in primaries]
+        final = [readable(key, r["final"].get(key)) for key in finals]
+        cells = [r["run"], r["model"], f"{r['epochs']}/{r['epochs_planned']}", *best, *final,
+                 _hours(r["wall_seconds"]), _hours(r["train_seconds"]), str(r["restarts"]), rate(r)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -72,21 +80,23 @@ def plot(runs: list[dict], output: Path) -> None:
     matplotlib.use("Agg")  # files only: no display on a compute node
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(15, 4.2), dpi=100)
+    primaries = list(dict.fromkeys(r["primary_metric"] for r in runs if r["primary_metric"]))
+    panels = ["train_loss", *primaries, "lr"]
+    figure, axes = plt.subplots(1, len(panels), figsize=(15, 4.2), dpi=100)
     for r in runs:
-        for ax, (key, _) in zip(axes, PANELS, strict=True):
+        for ax, key in zip(axes, panels, strict=True):
             points = [(m["epoch"], m[key]) for m in r["metrics"] if m.get(key) is not None]
             if not points:
                 continue
             epochs, values = zip(*points, strict=True)
-            values = [100 * v for v in values] if key == "val_accuracy" else list(values)
+            values = [100 * v for v in values] if key.endswith("accuracy") else list(values)
             (line,) = ax.plot(epochs, values, label=r["run"])
             for restart in r["restart_epochs"]:  # where the run was resumed: a marker on its own curve
                 nearest = min(range(len(epochs)), key=lambda i: abs(epochs[i] - restart))
                 ax.plot(epochs[nearest], values[nearest], marker="v", color=line.get_color(), markersize=7)
-    for ax, (key, label) in zip(axes, PANELS, strict=True):
+    for ax, key in zip(axes, panels, strict=True):
         ax.set_xlabel("epoch")
-        ax.set_title(label)
+        ax.set_title(label(key).replace("train ", "training ") + (" (%)" if key.endswith("accuracy") else ""))
         ax.grid(alpha=0.3)
         if key == "lr":
             ax.set_yscale("log")

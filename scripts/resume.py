@@ -14,18 +14,17 @@ from jobs.signals import catch_early
 
 catch_early()  # before the slow imports: a SLURM USR2 during start-up must not kill the job
 
-from jobs import slurm  # noqa: E402
+from jobs.checkpoint.manifest import committed_entries, verified_bytes  # noqa: E402
 from jobs.cli import add_run_arguments, positive_int, run_main  # noqa: E402
 from jobs.errors import UserError  # noqa: E402
-from jobs.manifest import committed_entries, verified_bytes  # noqa: E402
-from jobs.run_dir import RunDir, check_runs_dir, unknown_run_message  # noqa: E402
+from jobs.run.run_dir import RunDir, check_runs_dir, unknown_run_message  # noqa: E402
+from jobs.slurm import queries, requeue  # noqa: E402
 
 
 def resubmit(args, run: RunDir) -> int:
     job = run.read_config()["job"]
-    state = slurm.job_state(job["slurm_job_id"])
-    if state and state not in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-                               "PREEMPTED", "BOOT_FAIL", "DEADLINE"):
+    state = queries.job_state(job["slurm_job_id"])
+    if state and not queries.ended(state):
         raise UserError(f"run {run.run_id} is still in SLURM job {job['slurm_job_id']} ({state}); "
                         "wait for it or scancel it first")
     command = [sys.executable, str(Path(__file__).resolve()), "--local", "--run-id", run.run_id,
@@ -37,7 +36,7 @@ def resubmit(args, run: RunDir) -> int:
     # exec: the supervisor becomes the batch shell, so it receives the B:USR2 warning and forwards it to
     # the trainer, and it requeues the job if the trainer dies abnormally (slurm/exec_train.sh does the same)
     supervisor = [sys.executable, "-m", "jobs.supervise", "--"]
-    job_id = slurm.resubmit(job, "exec " + shlex.join(supervisor + command))
+    job_id = requeue.resubmit(job, "exec " + shlex.join(supervisor + command))
     print(f"resubmitted run {run.run_id} as SLURM job {job_id} (was {job['slurm_job_id']}); "
           f"watch it with: python scripts/status.py --run-id {run.run_id} --runs-dir {args.runs_dir}")
     return 0
@@ -62,13 +61,13 @@ def main(argv=None) -> int:
         raise UserError(unknown_run_message(args.runs_dir, args.run_id))
     newest = (committed_entries(run.path) or [{}])[-1]
     # "finished" only if the final checkpoint verifies: a corrupt one must go through launch, which falls
-    # back to the previous good checkpoint and redoes the last steps (DESIGN invariant 3)
+    # back to the previous good checkpoint and redoes the last steps (docs/design.md, invariant 3)
     if newest.get("final") and not args.epochs and _verifies(run, newest):
         print(f"run {run.run_id} is already finished (step {newest['step']}); pass --epochs N to extend it")
         return 0
-    if not args.local and slurm.available() and (run.read_config().get("job") or {}).get("slurm_job_id"):
+    if not args.local and queries.available() and (run.read_config().get("job") or {}).get("slurm_job_id"):
         return resubmit(args, run)
-    from jobs.launch import RESUME, launch  # torch, and the workload: only when there is training to do
+    from jobs.launch.launcher import RESUME, launch  # torch, and the workload: only when there is training to do
 
     overrides = {"epochs": args.epochs} if args.epochs else {}
     return launch(None, None, args.runs_dir, args.run_id, mode=RESUME, overrides=overrides, force=args.force)

@@ -4,9 +4,10 @@
     python scripts/run.py --workload examples.char_lm:WORKLOAD --config examples/char_lm.json --run-id lm
     python scripts/run.py --workload mypackage.task:WORKLOAD --config '{"epochs": 3}' --run-id mine
 
---workload names the workload object as "module:ATTRIBUTE" (jobs.task.Workload: it validates a config
+--workload names the workload object as "module:ATTRIBUTE" (jobs.workload.Workload: it validates a config
 and builds the task); --config is a JSON file or a JSON object. Everything else — checkpoints,
-signals, requeues, status.py, resume.py, sbatch and submitit — is the same as for the ResNet.
+signals, requeues, status.py, resume.py, sbatch and submitit — is the same as for the ResNet
+(docs/your-own-training.md).
 """
 import argparse
 import json
@@ -16,10 +17,17 @@ from jobs.signals import catch_early
 
 catch_early()  # before the slow imports: a SLURM USR2 during start-up must not kill the job
 
-from jobs.cli import add_loop_arguments, add_run_arguments, loop_config_from_args, run_main  # noqa: E402
+from jobs.cli import (  # noqa: E402
+    add_loop_arguments,
+    add_resume_arguments,
+    add_run_arguments,
+    launch_mode,
+    loop_config_from_args,
+    run_main,
+)
 from jobs.errors import UserError  # noqa: E402
-from jobs.launch import NEW, RESUME_IF_EXISTS, launch  # noqa: E402
-from jobs.task import load_workload  # noqa: E402
+from jobs.launch.launcher import launch  # noqa: E402
+from jobs.workload import completed, load_workload  # noqa: E402
 
 
 def read_config(text: str) -> dict:
@@ -44,10 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workload", required=True, help='"module:ATTRIBUTE", e.g. examples.char_lm:WORKLOAD')
     parser.add_argument("--config", default="{}", help="a JSON file, or a JSON object (default: {})")
     add_run_arguments(parser, run_id_required=True)
-    parser.add_argument("--resume-if-exists", action="store_true",
-                        help="continue the run if it exists, start it otherwise (what a requeued job needs)")
-    parser.add_argument("--override", action="append", default=[],
-                        help="allow this config field to differ from the run being resumed (if the workload allows)")
+    add_resume_arguments(parser)
     add_loop_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -59,12 +64,9 @@ def main(argv=None) -> int:
     if unsafe:
         raise UserError(f"--override {', '.join(unsafe)}: this workload lets a resumed run change only "
                         f"{', '.join(sorted(workload.safe_to_change)) or 'nothing'}")
-    if args.override and not args.resume_if_exists:
-        raise UserError("--override only applies with --resume-if-exists (or use scripts/resume.py)")
-    complete = getattr(workload, "complete", lambda given: given)  # the workload's defaults filled in
-    overrides = {field: complete(config).get(field) for field in args.override}
-    return launch(args.workload, config, args.runs_dir, args.run_id,
-                  mode=RESUME_IF_EXISTS if args.resume_if_exists else NEW, loop=loop_config_from_args(args),
+    mode = launch_mode(args)
+    overrides = {field: completed(workload, config).get(field) for field in args.override}
+    return launch(args.workload, config, args.runs_dir, args.run_id, mode=mode, loop=loop_config_from_args(args),
                   overrides=overrides, force=args.force)
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from jobs.cli import positive_float, run_main
 from jobs.errors import UserError
-from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, unknown_run_message, validate_run_id
-from jobs.status import collect
-from jobs.status_table import plain_runs_table  # no rich: the piped table stays fast
+from jobs.run.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, unknown_run_message, validate_run_id
+from jobs.status.summary import collect
+from jobs.status.table import plain_runs_table  # no rich: the piped table stays fast
 
 
 def render(args):
-    from jobs.status_view import run_detail, runs_table  # rich: only for the terminal's tables
+    from jobs.status.view import run_detail, runs_table  # rich: only for the terminal's tables
 
     runs = collect(args.runs_dir, [args.run_id] if args.run_id else None)
     if args.run_id:

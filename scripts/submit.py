@@ -12,8 +12,8 @@ import os
 
 from jobs.cli import add_loop_arguments, loop_config_from_args, positive_int, run_main
 from jobs.errors import UserError
-from jobs.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir
-from jobs.submitit_job import TrainingJob, submit
+from jobs.launch.submitit_job import TrainingJob, submit
+from jobs.run.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir
 from resnet.config import add_arguments, config_from_args, validate
 from resnet.task import REFERENCE
 

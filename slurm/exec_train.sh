@@ -1,10 +1,10 @@
 #!/bin/bash
-# The common tail of the batch scripts. `exec` all the way down to the supervisor (jobs/supervise.py),
+# The common tail of the batch scripts. `exec` all the way down to the supervisor (jobs/supervise/),
 # which *is* then the batch shell: it receives SLURM's B:USR2 warning and forwards it (and TERM) to the
 # trainer at once, and requeues the job when the trainer dies abnormally after making progress (the OOM
 # killer's SIGKILL, a segfault, a CUDA error), up to --max-crash-retries times.
 # A job of several tasks (sbatch -n N, --ntasks-per-node N) runs one supervisor and trainer per task under
-# srun: the trainers form one DDP process group (jobs/distributed.py); the job's --signal must then go to
+# srun: the trainers form one DDP process group (jobs/distributed/); the job's --signal must then go to
 # the tasks (USR2@N, without B:), and task 0's supervisor decides about crash requeues.
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$PWD}"

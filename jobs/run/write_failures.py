@@ -39,6 +39,3 @@ class WriteFailures:
             self.report("write-recovered", what, step,
                         f"the run's {what} can be written again (after {count} failed write{'s' * (count > 1)})",
                         {"failures": count, "since_step": current["step"]})
-
-    def is_failing(self, what: str) -> bool:
-        return what in self.failing

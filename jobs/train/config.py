@@ -12,10 +12,10 @@ class LoopConfig:
     keep_last: int = 3
     keep_every_epochs: int | None = None  # also keep every N-th epoch's checkpoint
     status_every_seconds: float = 10.0
-    max_requeues: int = 200  # SLURM self-requeues before giving up (see jobs.slurm)
-    max_crash_retries: int = DEFAULT_MAX_CRASH_RETRIES  # requeues after the trainer crashed (jobs.supervise)
+    max_requeues: int = 200  # SLURM self-requeues before giving up (jobs.slurm.requeue)
+    max_crash_retries: int = DEFAULT_MAX_CRASH_RETRIES  # requeues after the trainer crashed (jobs.supervise.crash)
     stop_on_nonfinite: bool = True  # a NaN/inf loss stops the run as diverged (--allow-nonfinite: off)
-    hang_timeout_seconds: float = 1800.0  # no step for this long: the trainer ends itself (jobs.hang_watchdog); 0: off
+    hang_timeout_seconds: float = 1800.0  # no step this long: the trainer ends itself (train.hang_watchdog); 0: off
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import filelock
 
-from jobs.files import read_json, write_json_atomic
-from jobs.run_dir import slurm_job_id
+from jobs.environment import JobEnvironment
+from jobs.run.files import read_json, write_json_atomic
+from jobs.run.processes import dead_here
 
 
 class RunLocked(Exception):
@@ -58,7 +59,7 @@ class RunLock:
         self.holder_file = Path(run_path) / "lock.json"
         self._lock = None  # chosen when taken: flock, or the exclusive-create file
         self.record_error: OSError | None = None  # set when the holder record could not be written
-        # how to ask SLURM whether a job still runs: injected so jobs.lock needs no scheduler
+        # how to ask SLURM whether a job still runs: injected so jobs.run.lock needs no scheduler
         self._slurm_job_running = slurm_job_running or (lambda job_id: None)
         self._warn = warn or (lambda text: print(text, file=sys.stderr, flush=True))
 
@@ -102,7 +103,7 @@ class RunLock:
             self._lock.release()
             raise RunLocked(f"run is held by {describe_holder(broken)}, which may still be running "
                             "on another host; pass --force if it is not")
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": JobEnvironment().job_id,
               "world_size": self.world_size, "time": time.time()}
         try:
             write_json_atomic(self.holder_file, me)
@@ -118,29 +119,17 @@ class RunLock:
         deadline = time.monotonic() + wait
         while True:
             holder = self.holder() or {}
-            if (holder.get("pid") not in (None, "?") and not self._dead_here(holder)) or time.monotonic() > deadline:
+            if (holder.get("pid") not in (None, "?") and not dead_here(holder)) or time.monotonic() > deadline:
                 return holder
             time.sleep(0.05)
-
-    @staticmethod
-    def _dead_here(holder: dict) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return False
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except (ProcessLookupError, ValueError, TypeError):
-            return True
-        except PermissionError:
-            return False
-        return False
 
     def _provably_gone(self, holder: dict, lock_taken: bool = True) -> bool:
         if holder.get("host") == socket.gethostname():
             # we took the lock on this host, so its holder process is gone; an exclusive-create file that is
             # still there proves nothing by itself: its holder's pid must be dead
-            return lock_taken or self._dead_here(holder)
+            return lock_taken or dead_here(holder)
         job = holder.get("slurm_job_id")
-        if job and job == slurm_job_id():
+        if job and job == JobEnvironment().job_id:
             return True  # an earlier run of this very (requeued) job
         return bool(job) and self._slurm_job_running(job) is False
 
@@ -160,10 +149,3 @@ class RunLock:
                 self._lock.release()
             except OSError:
                 pass
-
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()

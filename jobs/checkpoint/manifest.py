@@ -1,13 +1,12 @@
 """Reading which checkpoints a run has committed, without torch (status, the supervisor, resume.py).
 
 `manifest.json` lists the complete checkpoints; each checkpoint also has a sidecar `<file>.json` with
-the same entry, from which a lost or corrupt manifest is rebuilt (jobs.checkpoint writes both)."""
+the same entry, from which a lost or corrupt manifest is rebuilt (jobs.checkpoint.store writes both)."""
 import hashlib
 from pathlib import Path
 
-from jobs.files import read_json
-
-MANIFEST = "manifest.json"
+from jobs.checkpoint.layout import MANIFEST, SIDECARS
+from jobs.run.files import read_json
 
 
 def committed_entries(directory: Path, warn=lambda message: None) -> list[dict]:
@@ -21,11 +20,11 @@ def committed_entries(directory: Path, warn=lambda message: None) -> list[dict]:
     except (ValueError, KeyError, TypeError) as e:
         warn(f"warning: {manifest_file} is corrupt ({e}); rebuilding it from the sidecar files")
     else:
-        if not any(directory.glob("ckpt-step*.pt.json")):
+        if not any(directory.glob(SIDECARS)):
             return []
         warn(f"warning: {manifest_file} is missing; rebuilding it from the sidecar files")
     entries = []
-    for sidecar in sorted(directory.glob("ckpt-step*.pt.json")):
+    for sidecar in sorted(directory.glob(SIDECARS)):
         try:
             entries.append(read_json(sidecar))
         except ValueError:

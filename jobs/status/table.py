@@ -1,8 +1,8 @@
 """The runs table as text: the cells of each row, and a plain aligned table for pipes (no rich: fast)."""
-from jobs.readable import percent
+from jobs.readable import per_second, readable
 
 
-def _duration(seconds) -> str:
+def duration(seconds) -> str:
     if seconds is None:
         return "-"
     seconds = int(seconds)
@@ -11,9 +11,17 @@ def _duration(seconds) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-COLUMNS = ("run", "model", "procs", "state", "epoch", "step", "best acc", "last acc", "img/s", "ETA", "restarts",
+def rate(run: dict) -> str:
+    """The training speed in the workload's unit, e.g. "7258 img/s"."""
+    if not run.get("rate"):
+        return "-"
+    return f"{run['rate']:.0f} {per_second(run.get('unit') or 'samples')}"
+
+
+# "best" and "last": each run's primary metric (its name in the detail view), rounded by what it measures
+COLUMNS = ("run", "model", "procs", "state", "epoch", "step", "best", "last", "speed", "ETA", "restarts",
            "ckpt age", "SLURM job")
-RIGHT = {"procs", "step", "img/s", "restarts"}
+RIGHT = {"procs", "step", "speed", "restarts"}
 
 
 def run_cells(run: dict) -> list[str]:
@@ -21,11 +29,11 @@ def run_cells(run: dict) -> list[str]:
     job = run["slurm_job_id"] or "-"
     if run["slurm_state"]:
         job += f" {run['slurm_state']}"
+    metric = run["primary_metric"] or ""
     return [run["run_id"], run["model"] or "-", str(run["world_size"]), run["state"],
             f"{run['epoch']}/{run['epochs'] or 0}", str(run["step"]),
-            percent(run["best_accuracy"]), percent(run["last_accuracy"]),
-            f"{run['images_per_sec']:.0f}" if run["images_per_sec"] else "-", _duration(run["eta_seconds"]),
-            str(run["restarts"]), _duration(run["checkpoint_age_seconds"]), job]
+            readable(metric, run["best_metric"]), readable(metric, run["last_metric"]), rate(run),
+            duration(run["eta_seconds"]), str(run["restarts"]), duration(run["checkpoint_age_seconds"]), job]
 
 
 def plain_runs_table(runs: list[dict]) -> str:

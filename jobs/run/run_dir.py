@@ -6,12 +6,14 @@ import socket
 import time
 from pathlib import Path
 
+from jobs.environment import JobEnvironment
 from jobs.errors import UserError
-from jobs.files import append_json_lines, read_json, read_json_lines, write_atomic, write_json_atomic
-from jobs.write_failures import WriteFailures
+from jobs.run.files import append_json_lines, read_json, read_json_lines, write_atomic, write_json_atomic
+from jobs.run.write_failures import WriteFailures
 
 DEFAULT_RUNS_DIR = "checkpoints"  # where runs live unless --runs-dir says otherwise
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# every kind of event and its fields: docs/design.md, "The run directory"
 EVENT_KINDS = {"start", "resume", "checkpoint", "signal", "requeue", "fallback", "lock-broken",
                "finish", "error", "stop", "diverged", "crash", "write-failed", "write-recovered", "first-step", "hang"}
 MAX_PENDING_EVENTS = 1000  # events kept in memory while the log cannot be written (oldest dropped)
@@ -23,14 +25,6 @@ def validate_run_id(run_id: str) -> str:
         raise UserError(f"bad run id {run_id!r}: use 1-64 characters from A-Z a-z 0-9 . _ -, "
                         "starting with a letter or digit, without '..'")
     return run_id
-
-
-def slurm_job_id() -> str | None:
-    """The job id as the user sees it (array jobs: <array>_<task>)."""
-    array_id, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_id and task:
-        return f"{array_id}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
 
 
 def check_runs_dir(runs_dir: Path) -> Path:
@@ -47,7 +41,7 @@ class RunDir:
     """Paths and the small JSON files of one run. Only the lock holder writes here.
 
     After `tolerate_write_failures()` (the trainer, once it holds the lock) a failed write of events,
-    metrics or status is reported through jobs.write_failures and retried on the next occasion instead of
+    metrics or status is reported through jobs.run.write_failures and retried on the next occasion instead of
     raising: events wait in memory and are appended with the next event that can be written."""
 
     def __init__(self, runs_dir: Path, run_id: str, read_only: bool = False):
@@ -104,7 +98,7 @@ class RunDir:
     def event(self, kind: str, step: int | None = None, **details) -> dict:
         assert kind in EVENT_KINDS, kind
         record = {"time": time.time(), "event": kind, "host": socket.gethostname(), "pid": os.getpid(),
-                  "step": step, "slurm_job_id": slurm_job_id(), **details}
+                  "step": step, "slurm_job_id": JobEnvironment().job_id, **details}
         if self.read_only:
             return record
         pending = self._pending_events

@@ -20,12 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from jobs import testing
 from jobs.exit_codes import EXIT_HUNG
 
 LOOK_SECONDS = 1.0
 PAUSE_SECONDS = 2.0  # a look this much later than due: the process was stopped, not hung
 RECORD_SECONDS = 5.0  # at most this long for the hang's event and status (the disk may be what hangs)
-HANG_AT_STEP_ENV = "JOBS_TEST_HANG_AT_STEP"  # test hook: the loop blocks for good at this step boundary
 
 
 class HangWatchdog:
@@ -36,8 +36,7 @@ class HangWatchdog:
         self.record = record  # record(idle seconds): the run's event and status, from the watchdog's thread
         self.last_step_at = time.monotonic()
         self._stopped = threading.Event()
-        hang_at = os.environ.get(HANG_AT_STEP_ENV)
-        self._hang_at = int(hang_at) if hang_at else None
+        self._hang_at = testing.hang_at_step()
 
     def start(self) -> None:
         self.last_step_at = time.monotonic()

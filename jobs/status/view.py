@@ -1,4 +1,4 @@
-"""Rich rendering of run summaries (jobs.status) for scripts/status.py."""
+"""Rich rendering of run summaries (jobs.status.summary) for scripts/status.py."""
 import time
 
 from rich.console import Group
@@ -6,8 +6,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from jobs.readable import percent, readable
-from jobs.status_table import COLUMNS, RIGHT, _duration, run_cells
+from jobs.readable import label, readable
+from jobs.status.table import COLUMNS, RIGHT, duration, run_cells
 
 STATE_STYLE = {"running": "green", "queued": "cyan", "completed": "bold blue", "stopped": "yellow",
                "stale": "magenta", "failed": "bold red", "new": "dim"}
@@ -20,9 +20,9 @@ def _field(key: str, value) -> str:
     if key.endswith("_time") or key == "heartbeat":
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
     if key.endswith("_seconds"):
-        return _duration(value)
-    if key.endswith("accuracy"):
-        return percent(value)
+        return duration(value)
+    if isinstance(value, dict):
+        return readable(key, value)
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
@@ -38,16 +38,16 @@ def sparkline(values: list[float], width: int = 60) -> str:
     return "".join(BARS[round((v - low) * scale)] for v in values)
 
 
-def accuracy_curve(metrics: list[dict]) -> Text | None:
-    """The held-out accuracy per evaluated epoch, as a small in-terminal curve with its first, last and best."""
-    points = [(m["epoch"], m["val_accuracy"]) for m in metrics if m.get("val_accuracy") is not None]
+def metric_curve(metrics: list[dict], key: str | None) -> Text | None:
+    """The primary metric per evaluated epoch, as a small in-terminal curve with its first, last and best."""
+    points = [(m["epoch"], m[key]) for m in metrics if key and m.get(key) is not None]
     if not points:
         return None
     best_epoch, best = max(points, key=lambda p: p[1])
-    text = Text("validation accuracy ", style="bold")
+    text = Text(f"{label(key)} ", style="bold")
     text.append(sparkline([v for _, v in points]), style="green")
-    text.append(f"  {percent(points[0][1])} → {percent(points[-1][1])} (epochs {points[0][0]}–{points[-1][0]}), "
-                f"best {percent(best)} at epoch {best_epoch}")
+    text.append(f"  {readable(key, points[0][1])} → {readable(key, points[-1][1])} "
+                f"(epochs {points[0][0]}–{points[-1][0]}), best {readable(key, best)} at epoch {best_epoch}")
     return text
 
 
@@ -74,7 +74,9 @@ def runs_table(runs: list[dict]) -> Table:
 def run_detail(run: dict, events: list[dict], metrics: list[dict]) -> Group:
     fields = Table.grid(padding=(0, 2))
     for key, value in run.items():
-        if key != "hint":  # shown on its own line below
+        if key in ("best_metric", "last_metric"):  # rounded by what the primary metric measures
+            fields.add_row(Text(key, style="bold"), readable(run["primary_metric"] or "", value))
+        elif key != "hint":  # shown on its own line below
             fields.add_row(Text(key, style="bold"), _field(key, value))
     # Routine checkpoint events (one per save, many per epoch) would crowd out the ones that tell the run's
     # story (start, signal, requeue, resume, fallback, error); the fields above show the newest checkpoint.
@@ -90,16 +92,19 @@ def run_detail(run: dict, events: list[dict], metrics: list[dict]) -> Group:
                             str(e.get("step")), str(e.get("host")), str(e.get("pid")),
                             str(e.get("slurm_job_id") or "-"),
                             ", ".join(f"{k}={readable(k, v)}" for k, v in details.items()))
-    metric_table = Table(title="per-epoch metrics", header_style="bold")
-    for column in ("epoch", "step", "train loss", "train acc", "val acc", "lr", "img/s", "epoch time"):
-        metric_table.add_column(column, justify="right")
-    for m in metrics:
-        metric_table.add_row(str(m["epoch"]), str(m["step"]), f"{m['train_loss']:.4f}",
-                             percent(m.get("train_accuracy")), percent(m.get("val_accuracy")),
-                             f"{m['lr']:.4g}" if m.get("lr") is not None else "-",
-                             f"{m['images_per_sec']:.0f}", _duration(m.get("epoch_seconds")))
-    curve = accuracy_curve(metrics)
-    items = [fields, *([curve] if curve else []), event_table, metric_table]
+    curve = metric_curve(metrics, run["primary_metric"])
+    items = [fields, *([curve] if curve else []), event_table, metrics_table(metrics)]
     if run.get("hint"):
         items.insert(1, Text(run["hint"], style="yellow"))
     return Group(*items)
+
+
+def metrics_table(metrics: list[dict]) -> Table:
+    """One row per epoch, one column per figure the workload logged (its names, in their first order)."""
+    keys = [key for key in dict.fromkeys(k for m in metrics for k in m) if key not in ("time", "epoch", "step")]
+    table = Table(title="per-epoch metrics", header_style="bold")
+    for column in ("epoch", "step", *keys):
+        table.add_column(label(column), justify="right")
+    for m in metrics:
+        table.add_row(str(m["epoch"]), str(m["step"]), *(readable(key, m.get(key)) for key in keys))
+    return table

@@ -1,0 +1,51 @@
+"""Restoring a run: the newest checkpoint that verifies, loaded into the freshly built task on every rank
+(docs/design.md, invariant 3), and the run's start or resume announced."""
+from jobs.checkpoint.rng import restore_rng
+from jobs.checkpoint.store import CheckpointStore
+from jobs.distributed.ranks import Ranks
+from jobs.environment import JobEnvironment
+from jobs.run.run_dir import RunDir
+from jobs.train.metrics import LoopState
+from jobs.train.progress import Reporter
+from jobs.workload import Task
+
+
+def restore(run: RunDir, task: Task, ranks: Ranks, reporter: Reporter) -> tuple[LoopState | None, dict | None]:
+    """(the loop's state, the manifest entry it came from) of the newest good checkpoint; (None, None) for none."""
+    store = CheckpointStore(run.path, warn=reporter.warn)
+    try:
+        if ranks.is_writer:
+            store.remove_temp_files()
+    except OSError:
+        pass  # a read-only directory: leftovers stay (readers never take a temp file for a checkpoint)
+
+    def fallback(entry, reason):
+        run.event("fallback", entry["step"], file=entry["file"], reason=reason)
+        reporter.warn(f"warning: checkpoint {entry['file']} is unusable ({reason}); trying the previous one")
+
+    # rank 0 reads and verifies; every rank gets the same state (then its own RNG and generator states)
+    loaded = ranks.on_rank0(lambda: store.load_latest(on_fallback=fallback))
+    if not loaded:
+        return None, None
+    state, entry = loaded
+    task.load_state_dict(state["task"])
+    mine = state["ranks"][ranks.rank] if "ranks" in state else {"rng": state["rng"]}
+    if mine.get("task"):  # what differs between ranks (e.g. each one's augmentation generator)
+        task.load_rank_state_dict(mine["task"])
+    restore_rng(mine["rng"])  # after building the task: its construction drew from the global RNGs
+    # metrics of epochs whose checkpoint never committed are replaced by the committed history
+    run.write_metrics(state["loop"]["history"])
+    return LoopState.from_dict(state["loop"]), entry
+
+
+def announce(run: RunDir, task: Task, ranks: Ranks, reporter: Reporter, resumed: bool, changes: dict,
+             entry: dict | None) -> int:
+    """The start or resume event and line; the number of restarts the run has had."""
+    event = "resume" if resumed else "start"
+    run.event(event, task.step, changes=changes or None, checkpoint=entry["file"] if entry else None,
+              slurm_restart_count=JobEnvironment().restart_count,
+              **({"world_size": ranks.world_size, "launcher": ranks.launcher} if ranks.distributed else {}))
+    processes = f", {ranks.world_size} processes ({ranks.launcher})" if ranks.distributed else ""
+    reporter.message(f"{event} run {run.run_id} ({task.describe()}{processes}) at step {task.step}/{task.total_steps}"
+                     f" in {run.path}")
+    return len(run.events("resume"))

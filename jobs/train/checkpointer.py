@@ -1,0 +1,133 @@
+"""Saving: when a save is due, the state a checkpoint holds, and the background write's result.
+
+Rank 0 writes (docs/design.md, "Decisions"); every rank takes part in a save, because every rank's RNG and
+generator states go into it. Training waits for the host copy only; a write that fails is reported once and
+tried again at the next save (docs/design.md, invariant 6)."""
+import time
+from dataclasses import dataclass
+
+from jobs.checkpoint import layout
+from jobs.checkpoint.rng import capture_rng
+from jobs.checkpoint.store import CheckpointStore, NonFiniteCheckpoint
+from jobs.checkpoint.writer import BackgroundWriter
+from jobs.distributed.ranks import Ranks
+from jobs.run.run_dir import RunDir
+from jobs.run.write_failures import WriteFailures, describe
+from jobs.train.config import LoopConfig
+from jobs.train.divergence import Diverged, LossWatch
+from jobs.train.metrics import LoopState
+from jobs.train.outcome import kept
+from jobs.workload import Task
+
+
+@dataclass
+class LastCheckpoint:
+    """The newest committed checkpoint this process knows of (None before the run has one)."""
+    step: int | None = None
+    time: float | None = None
+
+
+class _NoWriter:
+    """The checkpoint writer of the ranks other than 0: they take part in a save, rank 0 writes it."""
+
+    def submit(self, state, **meta) -> None:
+        pass
+
+    def wait(self) -> None:
+        pass
+
+    def collect(self) -> tuple[None, None]:
+        return None, None
+
+
+class Checkpointer:
+    """Saves `task` with the loop's `loop_state` (the object the loop keeps updating)."""
+
+    def __init__(self, task: Task, loop_state: LoopState, run: RunDir, store: CheckpointStore, loop: LoopConfig,
+                 ranks: Ranks, losses: LossWatch, failures: WriteFailures, resumed_from: dict | None = None):
+        self.task, self.loop_state = task, loop_state
+        self.run, self.loop, self.ranks, self.losses, self.failures = run, loop, ranks, losses, failures
+        self.writer = BackgroundWriter(store) if ranks.is_writer else _NoWriter()
+        self.last = LastCheckpoint(resumed_from["step"], resumed_from["time"]) if resumed_from else LastCheckpoint()
+        self.last_error: BaseException | None = None
+        self._saved_at = (time.monotonic(), task.step)  # (when, step) of the last save taken: the cadence's origin
+
+    def start(self) -> None:
+        self._saved_at = (time.monotonic(), self.task.step)
+
+    def due(self) -> bool:
+        """Whether --checkpoint-every-steps or --checkpoint-every-seconds asks for a save now."""
+        saved_time, saved_step = self._saved_at
+        every_steps, every_seconds = self.loop.checkpoint_every_steps, self.loop.checkpoint_every_seconds
+        return bool((every_steps and self.task.step - saved_step >= every_steps)
+                    or (every_seconds and time.monotonic() - saved_time >= every_seconds))
+
+    def save(self, *, epoch_end=False, final=False, metric=None, wait=False) -> bool:
+        """Snapshot now, write in the background; with wait=True return whether the write succeeded.
+
+        Never saves a state whose losses were non-finite: the check comes first, and the store refuses
+        non-finite weights too (no checkpoint of a diverged run)."""
+        self.losses.check()
+        ok = self.collect(block=True)
+        task = self.task
+        self.writer.submit(self._state(), step=task.step, epoch=task.step / task.steps_per_epoch,
+                           epoch_end=epoch_end, final=final, metric=metric)
+        self._saved_at = (time.monotonic(), task.step)
+        if wait:
+            return self.collect(block=True)
+        return ok
+
+    def save_if_needed(self) -> bool:
+        """Make sure this step is committed: rank 0 knows whether it is saved already; every rank learns whether
+        the save succeeded."""
+        ok = self.collect(block=True)
+        if self.ranks.broadcast(self.last.step == self.task.step and ok):
+            return True
+        return self.ranks.broadcast(self.save(wait=True))
+
+    def _state(self) -> dict | None:
+        """The checkpoint's dict (None on ranks other than 0, whose RNG and generator states it holds too)."""
+        task = self.task
+        mine = {"rng": capture_rng()}
+        if self.ranks.distributed:
+            mine["task"] = getattr(task, "rank_state_dict", dict)()
+        every_rank = self.ranks.gather(mine)
+        if not self.ranks.is_writer:
+            return None
+        return layout.checkpoint_state(task.step, task.steps_per_epoch, task.state_dict(), mine["rng"],
+                                       self.loop_state.to_dict(), every_rank if self.ranks.distributed else None)
+
+    def collect(self, block: bool) -> bool:
+        """Collect the background write (waiting for it if `block`): False if it failed, reported once per kind
+        of failure."""
+        if block:
+            self.writer.wait()
+        entry, error = self.writer.collect()
+        if isinstance(error, NonFiniteCheckpoint):
+            raise Diverged(error.step, "weights")
+        if error is not None:
+            self.last_error = error
+            self.failures.failed("checkpoint", error, self.task.step,
+                                     f"checkpoint write failed: {describe(error)}; {kept(self.last.step)}; training "
+                                     "goes on and tries again at the next save")
+            return False
+        if entry is not None:
+            self.last_error = None
+            self.failures.succeeded("checkpoint", entry["step"])
+            self.last = LastCheckpoint(entry["step"], entry["time"])
+            self.run.event("checkpoint", entry["step"], file=entry["file"], size=entry["size"],
+                           seconds=round(entry["seconds"], 4), final=entry["final"])
+        return True
+
+    def settle(self) -> None:
+        """After a failure: let an in-flight write finish and commit (its state was checked finite when taken)."""
+        self.writer.wait()
+        try:
+            self.collect(block=False)
+        except Diverged:
+            pass  # the writer refused non-finite weights: nothing was committed
+
+    def not_saved(self) -> str:
+        """Why the checkpoint this run had to write is missing, and what it still has."""
+        why = describe(self.last_error) if self.last_error else "write failed"
+        return f"{why}; {kept(self.last.step)}"

@@ -1,0 +1,154 @@
+"""The figures of a training in the workload's words: each epoch's running sums of what train_step returns, the
+record an epoch logs, the evaluation cadence and the best primary metric."""
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from jobs.distributed.ranks import Ranks
+from jobs.readable import per_second, readable
+from jobs.workload import Task
+
+DISPLAY_SECONDS = 0.5  # the progress display's refresh; also where a single process checks its losses
+NAMED = ("loss", "correct", "lr")  # what train_step may return besides its unit's count and other numbers
+
+
+@dataclass
+class LoopState:
+    """The loop's part of a checkpoint (its "loop" entry): the per-epoch records, the best primary metric so
+    far, the seconds spent in training steps, and the final metrics once the run has them."""
+    history: list[dict] = field(default_factory=list)
+    best_metric: float | None = None
+    train_seconds: float = 0.0
+    final_metrics: dict | None = None
+
+    @classmethod
+    def from_dict(cls, state: dict | None) -> "LoopState":
+        return cls(**(state or {}))
+
+    def to_dict(self) -> dict:
+        state = {"history": self.history, "best_metric": self.best_metric, "train_seconds": self.train_seconds}
+        if self.final_metrics is not None:
+            state["final_metrics"] = self.final_metrics
+        return state
+
+
+class EpochWindow:
+    """The running sums of one epoch's steps. Tensors are summed lazily: no device sync per step."""
+
+    def __init__(self, unit: str):
+        self.unit = unit  # the count train_step returns, e.g. "images"; without one, steps are counted
+        self.loss = 0.0  # the sum of loss x count (of the losses, without a count)
+        self.count = 0
+        self.correct = None
+        self.extra: dict = {}  # other numbers train_step returns: their sums
+        self.steps = 0
+        self.lr = None  # the rate of the epoch's last step (the scheduler has moved on since)
+        self.last_count = None
+        self.started = time.perf_counter()
+        self.shown = 0.0
+
+    def add(self, out: dict) -> None:
+        count = out.get(self.unit)
+        loss = out["loss"].detach() if isinstance(out["loss"], torch.Tensor) else out["loss"]
+        self.loss = self.loss + (loss if count is None else loss * count)
+        if count is not None:
+            self.count += count
+            self.last_count = count
+        if "correct" in out:  # summed into a new tensor, never the task's own (which it may reuse)
+            self.correct = (0 if self.correct is None else self.correct) + out["correct"]
+        for key, value in out.items():
+            if key not in NAMED and key != self.unit:
+                value = value.detach() if isinstance(value, torch.Tensor) else value
+                self.extra[key] = self.extra.get(key, 0.0) + value
+        self.steps += 1
+        self.lr = out.get("lr")
+
+    @property
+    def rate_unit(self) -> str:
+        return self.unit if self.count else "steps"
+
+    def figures(self, ranks: Ranks, seconds: float) -> dict:
+        """train_loss, train_accuracy (with counts of correct answers), train_<other>, lr and the rate: summed
+        over every rank (each trained on its shard of every batch)."""
+        correct = 0.0 if self.correct is None else float(self.correct)
+        loss, count, extra = float(self.loss), self.count, [float(v) for v in self.extra.values()]
+        steps = self.steps * ranks.world_size
+        if ranks.distributed:
+            loss, correct, count, *extra = ranks.sum([loss, correct, count, *extra])
+            count = int(count)
+        out = {"train_loss": loss / max(count if count else steps, 1)}
+        if self.correct is not None and count:
+            out["train_accuracy"] = correct / count
+        out.update({f"train_{key}": total / max(steps, 1) for key, total in zip(self.extra, extra, strict=True)})
+        if self.lr is not None:
+            out["lr"] = self.lr
+        out[f"{self.rate_unit}_per_sec"] = (count or self.steps) / max(seconds, 1e-9)
+        return out
+
+    def progress(self, world_size: int) -> tuple[str, float]:
+        """(the display's text, the rate so far in units per second over all ranks), from this rank's sums."""
+        n = max(self.count or self.steps, 1)
+        parts = [f"loss {float(self.loss) / n:.4f}"]
+        if self.correct is not None and self.count:
+            parts.append(f"acc {100 * float(self.correct) / n:.2f}%")
+        parts += [f"{key} {readable(key, float(total) / max(self.steps, 1))}" for key, total in self.extra.items()]
+        if self.lr is not None:
+            parts.append(f"lr {self.lr:.4g}")
+        rate = (self.count or self.steps) * world_size / max(time.perf_counter() - self.started, 1e-9)
+        parts.append(f"{rate:.0f} {per_second(self.rate_unit)}")
+        return " ".join(parts), rate
+
+
+class Metrics:
+    def __init__(self, state: LoopState, primary_metric: str | None, eval_every_epochs: int, ranks: Ranks,
+                 unit: str):
+        self.state, self.primary_metric, self.eval_every_epochs = state, primary_metric, eval_every_epochs
+        self.ranks, self.unit = ranks, unit
+        self.window = EpochWindow(unit)
+        self.rate: float | None = None  # rate_unit per second over all ranks, as last measured
+        self.rate_unit = unit
+        self.steps_per_sec: float | None = None
+
+    def start_epoch(self) -> None:
+        self.window = EpochWindow(self.unit)
+
+    def add(self, out: dict) -> bool:
+        """Add a step's figures; True when it is time to show them again."""
+        self.window.add(out)
+        now = time.perf_counter()
+        if now - self.window.shown < DISPLAY_SECONDS:
+            return False
+        self.window.shown = now
+        return True
+
+    def progress(self) -> str:
+        text, self.rate = self.window.progress(self.ranks.world_size)
+        self.rate_unit = self.window.rate_unit
+        self.steps_per_sec = self.window.steps / max(time.perf_counter() - self.window.started, 1e-9)
+        return text
+
+    @property
+    def last_metric(self) -> float | None:
+        history = self.state.history
+        return history[-1].get(self.primary_metric) if history and self.primary_metric else None
+
+    def end_epoch(self, task: Task) -> dict:
+        """The epoch's record (summed over every rank, evaluated when due), appended to the history."""
+        seconds = time.perf_counter() - self.window.started
+        self.state.train_seconds += seconds
+        epoch = task.step // task.steps_per_epoch
+        record = {"epoch": epoch, "step": task.step, **self.window.figures(self.ranks, seconds),
+                  "epoch_seconds": seconds, "time": time.time()}
+        self.rate_unit = self.window.rate_unit
+        self.rate = record[f"{self.rate_unit}_per_sec"]
+        self.steps_per_sec = self.window.steps / max(seconds, 1e-9)
+        if epoch % self.eval_every_epochs == 0 or task.step >= task.total_steps:
+            started = time.perf_counter()
+            record.update(task.evaluate())
+            record["eval_seconds"] = time.perf_counter() - started
+            metric = record.get(self.primary_metric)
+            if metric is not None and (self.state.best_metric is None or metric > self.state.best_metric):
+                self.state.best_metric = metric
+        self.state.history.append(record)
+        return record

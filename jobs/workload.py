@@ -1,0 +1,66 @@
+"""The contract between the toolkit and a workload (docs/design.md, "The workload contract").
+
+`jobs/` never imports a workload. The frozen config names it as "module:ATTRIBUTE" (for example
+"resnet.task:WORKLOAD"), so resume.py, requeued jobs and submitit can rebuild it from the run directory alone.
+The toolkit speaks the workload's words: its loss, the count it calls its unit, its metric names.
+"""
+import importlib
+from typing import Any, Protocol
+
+
+class Task(Protocol):
+    """A training run's state and its steps. Optional too: `unit` (what train_step counts, e.g. "images" or
+    "tokens"; default "samples"), `startup_phases` (seconds by name: where the task's part of a start went,
+    shown in the first-step event as `task_parts`), `batch_size` (named in an out-of-memory message), and
+    `rank_state_dict()` / `load_rank_state_dict(state)` (what differs between the processes of a run trained
+    by several: kept per rank in its checkpoints)."""
+    steps_per_epoch: int
+    total_steps: int
+    step: int  # optimizer steps done so far
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step. Returns "loss" (the batch's mean; a tensor may stay on the device). Optional:
+        the batch's count under the task's `unit` (it weights the epoch's mean loss and gives a rate), "correct"
+        (a count: with the unit's count, the training accuracy), "lr" (the rate this step used), and any other
+        number (averaged over the epoch's steps and logged as train_<name>)."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Metrics on the held-out set during training, as plain floats; the workload's `primary_metric` among them."""
+
+    def final_metrics(self) -> dict[str, float]:
+        """Metrics reported once at the end (e.g. test accuracy), as plain floats."""
+
+    def state_dict(self) -> dict:
+        """Everything that influences the future of the run; the model's weights under "model" (their digest
+        identifies a run's weights, and a checkpoint with non-finite weights is refused)."""
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def describe(self) -> str:
+        """A short label for tables, e.g. "resnet-32 standard"."""
+
+
+class Workload(Protocol):
+    """Optional: `complete(config)`, the config with the fields a run frozen earlier did not have (its defaults)."""
+    primary_metric: str  # the key of evaluate() that picks the best checkpoint, higher is better
+    safe_to_change: frozenset[str]  # config fields a resumed run may change (e.g. "epochs")
+
+    def validate(self, config: dict) -> None:
+        """Raise UserError for impossible numbers, before anything is written."""
+
+    def build(self, config: dict) -> Task: ...
+
+
+def load_workload(reference: str) -> Workload:
+    module_name, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def completed(workload: Workload, config: dict) -> dict:
+    """The config with the workload's defaults filled in (its `complete()`, where it has one)."""
+    complete = getattr(workload, "complete", None)
+    return complete(config) if complete else config
+
+
+def unit_of(task: Task) -> str:
+    return getattr(task, "unit", "samples")
