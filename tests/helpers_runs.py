@@ -6,13 +6,14 @@ which torch.optim imports lazily), so tests start few cold processes, fork the o
 and again from a pre-imported zygote (see ZYGOTE_CODE), and do the rest in-process (the same `main()` of
 the same script, through the same run_main guard, so the same exit codes and stderr).
 
-Test modules load this file as a plugin (`pytest_plugins`), so that its session fixture `reference`
+tests/conftest.py loads this file as a plugin (`pytest_plugins`), so that its session fixture `reference`
 exists once; they also import names from it first, hence no assertion rewriting: PYTEST_DONT_REWRITE.
 """
 from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import hashlib
 import importlib.util
 import io
@@ -43,7 +44,7 @@ SHORT = [*TINY, "--epochs", "2"]  # runs that are not compared with the referenc
 SHORT_STEPS = 2 * STEPS_PER_EPOCH
 # every step checkpointed, every epoch end kept: a copy of the reference can be cut back to any epoch
 LOOP = ["--checkpoint-every-steps", "1", "--keep-every-epochs", "1"]
-SLOW_ENV = "JOBS_TEST_SLOW_WRITE_SECONDS"
+SLOW_ENV = "JOBS_TEST_SLOW_WRITE_SECONDS"  # jobs.testing's hook
 STEP_ENV = "JOBS_STEP_FILE"  # set by a supervisor (jobs.supervise) for its trainer
 
 # scratch of this test process: the squeue stub and the subprocesses' output files; removed at exit
@@ -297,6 +298,21 @@ def wait_for_event(run_path: Path, proc: Proc, kinds: set[str], timeout: float =
             return None
         time.sleep(0.01)
     raise AssertionError(f"no {kinds} event from pid {proc.pid} within {timeout} s; stderr:\n{proc.stderr}")
+
+
+def enospc_after(fraction: float, match=lambda name: True, delay: float = 0.0):
+    """A jobs.run.files._write_all that writes part of the data, then fails as a full disk does."""
+    import jobs.run.files
+
+    real = jobs.run.files._write_all
+
+    def write(f, data):
+        if not match(os.path.basename(f.name)):
+            return real(f, data)
+        f.write(data[: int(len(data) * fraction)])
+        time.sleep(delay)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return write
 
 
 # -- run directory probes ------------------------------------------------------------------------

@@ -1,18 +1,17 @@
-"""Bad input (DESIGN invariant 7): one readable message on stderr, a non-zero exit code, no traceback,
+"""Bad input (docs/design.md, invariant 7): one readable message on stderr, a non-zero exit code, no traceback,
 and nothing on disk changed. Most cases call the scripts' main() in-process (the same run_main guard a
 real process has; an unexpected exception fails the test as a traceback would); two are real processes."""
 import os
 
 import pytest
 
-import jobs.run_dir
+import jobs.run.run_dir
 from jobs.errors import UserError
-from jobs.launch import NEW, launch
+from jobs.launch.launcher import NEW, launch
 from resnet.config import DEFAULTS
 from resnet.task import REFERENCE
 from tests.helpers_runs import LONG, LONG_STEPS, SHORT, call, copy_run, events, run, tree_snapshot
 
-pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = pytest.mark.usefixtures("hermetic")
 
 
@@ -167,7 +166,7 @@ def test_unreadable_runs_dir_simulated(tmp_path, monkeypatch):
 
     def access(path, mode, **kw):
         return False if os.fspath(path) == str(locked) else real_access(path, mode, **kw)
-    monkeypatch.setattr(jobs.run_dir.os, "access", access)
+    monkeypatch.setattr(jobs.run.run_dir.os, "access", access)
     try:
         for script, extra in (("train", (*SHORT, "--run-id", "new")), ("resume", ("--run-id", "x")),
                               ("status", ("--json",))):

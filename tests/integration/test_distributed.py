@@ -1,11 +1,11 @@
-"""Several processes on one run (jobs/distributed.py): real processes, a real gloo process group on the CPU.
+"""Several processes on one run (jobs/distributed/): real processes, a real gloo process group on the CPU.
 
 The ranks are started the way torchrun starts them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT in the
 environment), here by the test itself so that it can signal or kill one rank alone; one test goes through
 torchrun and its Ctrl-C. A 3-rank run interrupted in each way and resumed must end with the weights of an
 uninterrupted 3-rank run, bit for bit (three, not two: with more than two ranks the order in which the
 gradients are summed matters, see resnet/task.py's all_reduce_in_model_order). The SLURM launches (srun,
-submitit), with two tasks, are in test_slurm_e2e.py.
+submitit), with two tasks, are in tests/slurm/test_slurm_e2e.py.
 """
 from __future__ import annotations
 
@@ -22,12 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from jobs import distributed
-from jobs.checkpoint import CheckpointStore
-from jobs.manifest import committed_entries
+from jobs.checkpoint.manifest import committed_entries
+from jobs.checkpoint.store import CheckpointStore
 from tests.helpers_runs import events, final_digest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 # ResNet-8 on 600 synthetic images (540 train): global batch 30 = 10 per rank, 18 steps per epoch, 90 steps
 WORLD = 3
@@ -211,23 +210,5 @@ def test_a_batch_that_does_not_divide_among_the_ranks_is_one_clear_error(tmp_pat
 
 
 # -- the launch environment, parsed -------------------------------------------------------------------
-def test_a_single_process_initializes_nothing():
-    assert distributed.from_environment({}) is None
-    # a batch shell of `sbatch -n 2` (no srun step) is one process, though SLURM_NTASKS says 2
-    assert distributed.from_environment({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_PROCID": "0"}) is None
-    assert distributed.from_environment({"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0",
-                                         "SLURM_LOCALID": "0"}) is None
 
 
-def test_srun_tasks_meet_on_the_first_node_at_a_port_from_the_job_id():
-    env = {"SLURM_JOB_ID": "12345", "SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
-           "SLURM_STEP_NUM_NODES": "1", "SLURM_STEP_NODELIST": "node0"}
-    launch = distributed.from_environment(env)
-    assert launch == distributed.Launch(3, 4, 1, "127.0.0.1", distributed.PORT_BASE + 12345, "srun")
-    assert distributed.from_environment(dict(env, MASTER_PORT="4000", MASTER_ADDR="10.0.0.1")).master_port == 4000
-
-
-def test_torchrun_variables_win():
-    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "29400",
-           "TORCHELASTIC_RUN_ID": "x", "SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "0"}
-    assert distributed.from_environment(env) == distributed.Launch(1, 2, 1, "h", 29400, "torchrun")

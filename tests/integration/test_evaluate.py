@@ -4,9 +4,8 @@ import json
 import pytest
 
 from tests.helpers_runs import LONG_EPOCHS, call, copy_run, manifest_entries, status_of, tree_snapshot
-from tests.test_lock import end, hold
+from tests.integration.test_lock import end, hold
 
-pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = pytest.mark.usefixtures("hermetic")
 
 
@@ -32,7 +31,8 @@ def test_every_kept_epoch_gives_the_validation_accuracy_training_logged(tmp_path
         assert r["loss"] == pytest.approx(logged[int(r["epoch"])]["val_loss"], rel=1e-6)
     code, out, err = evaluate(tmp_path, "--json")  # default: the final checkpoint, on the test set
     (final,) = json.loads(out)
-    assert final["split"] == "test" and final["accuracy"] == status_of(tmp_path, "ref")["test_accuracy"]
+    final_metrics = status_of(tmp_path, "ref")["final_metrics"]
+    assert final["split"] == "test" and final["accuracy"] == final_metrics["test_accuracy"]
     assert sum(map(sum, final["confusion_matrix"])) > 0
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from tests.helpers_runs import call, discard, events, final_digest, run, spawn, wait_for_event
 
-pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = pytest.mark.usefixtures("hermetic")
 
 WORKLOAD = "examples.char_lm:WORKLOAD"

@@ -1,25 +1,25 @@
-"""The GPU fast path and the recipe presets, on the CPU (the GPU tests are tests/test_gpu.py: CUDA graphs
+"""The GPU fast path and the recipe presets, on the CPU (the GPU tests are tests/integration/test_gpu.py: CUDA graphs
 cannot be captured on a CPU).
 
-On the CPU, torch.compile traces with the "eager" backend here (RESNET_TEST_COMPILE_BACKEND): the same
+On the CPU, torch.compile traces with the "eager" backend here (resnet.task.COMPILE_BACKEND): the same
 wrapping (a compiled module around the plain one) in seconds instead of inductor's minute."""
 import json
 
 import pytest
 import torch
 
+import resnet.task
 from resnet.config import DEFAULTS, PRESETS, complete
 from resnet.graphed_step import GraphedStep
-from resnet.task import COMPILE_BACKEND_ENV, ResNetTask
+from resnet.task import ResNetTask
 from tests.helpers_runs import SHORT, TINY, call, copy_run, events, final_digest, manifest_entries, status_of
 
-pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = pytest.mark.usefixtures("hermetic")
 
 
 @pytest.fixture
 def traced(monkeypatch):
-    monkeypatch.setenv(COMPILE_BACKEND_ENV, "eager")
+    monkeypatch.setattr(resnet.task, "COMPILE_BACKEND", "eager")
 
 
 def tiny(**changes) -> dict:

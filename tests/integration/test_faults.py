@@ -1,5 +1,5 @@
 """Real faults, not signals: a disk that fills up, turns read-only or vanishes under a training run, a run
-that diverges, a device out of memory, a trainer that hangs, a torn log line (DESIGN invariants 3, 6, 7).
+that diverges, a device out of memory, a trainer that hangs, a torn log line (docs/design.md, invariants 3, 6 and 7).
 
 The disk faults are real: a tmpfs filled to the last byte, a read-only bind mount, a renamed directory
 (the first two need root, as in CI; elsewhere they are skipped, saying why)."""
@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from jobs.exit_codes import EXIT_DIVERGED, EXIT_HUNG, EXIT_OUT_OF_MEMORY, EXIT_WRITE_FAILED
-from jobs.files import append_json_lines, read_json_lines
-from jobs.hang_watchdog import HANG_AT_STEP_ENV
-from jobs.run_dir import RunDir
+from jobs.run.files import append_json_lines, read_json_lines
 from jobs.step_file import STEP_FILE_ENV, read_step_file
+from jobs.testing import HANG_AT_STEP_ENV
 from resnet.task import ResNetTask
 from tests.helpers_runs import (
     LONG,
@@ -38,7 +37,6 @@ from tests.helpers_runs import (
     status_of,
 )
 
-pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = pytest.mark.usefixtures("hermetic")
 
 
@@ -203,15 +201,6 @@ def test_a_failed_append_leaves_no_half_line(tmpfs):
 
 
 # -- torn lines ----------------------------------------------------------------------------------------
-def test_a_torn_last_line_never_costs_the_next_event(tmp_path):
-    run = RunDir(tmp_path, "torn")
-    run.path.mkdir()
-    run.events_file.write_text('{"event": "start", "step": 0}\n{"event": "checkpoint", "st')  # cut by a crash
-    run.event("resume", 5)
-    run.event("finish", 9)
-    assert [(e["event"], e["step"]) for e in run.events()] == [("start", 0), ("resume", 5), ("finish", 9)]
-    lines = run.events_file.read_text().splitlines()
-    assert lines[1] == '{"event": "checkpoint", "st' and len(lines) == 4  # the torn line stays on its own
 
 
 def test_a_resumed_run_reads_past_torn_lines(tmp_path, reference):
@@ -335,7 +324,8 @@ def test_a_hung_trainer_ends_itself_but_a_stopped_one_does_not(tmp_path, referen
     assert crash["requeued"] is False and crash["reason"] == "not inside a SLURM job", crash
     err = proc.stderr
     assert "error: no training step for " in err and "(--hang-timeout-seconds 3): the trainer is hung" in err, err
-    assert 'hang_watchdog.py", line' in err and "in stepped" in err and 'loop.py", line' in err, err  # the hung stack
+    # the hung stack
+    assert 'hang_watchdog.py", line' in err and "in stepped" in err and 'trainer.py", line' in err, err
     summary = status_of(runs, "hung")
     assert summary["state"] == "failed" and summary["hint"].startswith("resume with: "), summary
 

@@ -10,7 +10,6 @@ import torch
 
 from tests.helpers_runs import discard, events, manifest_entries, run, start, status_of, wait_for_event
 
-pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = [pytest.mark.usefixtures("hermetic"),
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the fast path's CUDA graphs")]
 
@@ -66,7 +65,7 @@ def test_the_graphed_step_trains_like_the_eager_one():
 def test_host_copy_on_the_gpu_is_bit_equal_and_ordered_before_later_kernels():
     """The background writer's host copy on a GPU: queued without a sync, it holds the values of the moment
     it was taken, even if a kernel queued right after changes them (same stream), bit for bit."""
-    from jobs.checkpoint import HostCopy
+    from jobs.checkpoint.host_copy import HostCopy
 
     torch.manual_seed(0)
     weight = torch.randn(64, 32, 3, 3, device="cuda").contiguous(memory_format=torch.channels_last)

@@ -1,4 +1,4 @@
-"""One writer per run (DESIGN invariant 5): real trainers racing for one run, real lock holders that are
+"""One writer per run (docs/design.md, invariant 5): real trainers racing for one run, real lock holders that are
 alive or SIGKILLed, holders on another host or in a finished SLURM job, and --force."""
 import errno
 import fcntl
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from jobs.lock import RunLock, RunLocked
+from jobs.run.lock import RunLock, RunLocked
 from tests.helpers_runs import (
     LONG_STEPS,
     REPO,
@@ -28,7 +28,6 @@ from tests.helpers_runs import (
     tree_snapshot,
 )
 
-pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = pytest.mark.usefixtures("hermetic")
 
 HOST = socket.gethostname()
@@ -39,8 +38,8 @@ CUT = LONG_STEPS - 1
 # moment between the two; it prints once it holds the OS lock.
 HOLDER = """
 import errno, fcntl, os, socket, sys, time
-from jobs.files import write_json_atomic
-from jobs.lock import RunLock
+from jobs.run.files import write_json_atomic
+from jobs.run.lock import RunLock
 if os.environ.get("NO_FLOCK"):  # a filesystem without flock, as Lustre mounted without -o flock
     def no_flock(fd, operation):
         raise OSError(errno.ENOSYS, "Function not implemented")

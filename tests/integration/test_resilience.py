@@ -1,5 +1,5 @@
 """Runs that survive anything: real scripts/train.py and resume.py processes, real signals, compared bit
-for bit with an uninterrupted run (DESIGN invariants 2, 3, 4 and 6)."""
+for bit with an uninterrupted run (docs/design.md, invariants 2, 3, 4 and 6)."""
 import json
 import random
 import signal
@@ -22,7 +22,6 @@ from tests.helpers_runs import (
     wait_for_event,
 )
 
-pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = pytest.mark.usefixtures("hermetic")
 
 KILLS = 20

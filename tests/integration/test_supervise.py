@@ -1,7 +1,7 @@
-"""jobs/supervise.py, the batch job's supervisor, outside SLURM: it forwards USR2 and TERM to the trainer
-(which survives a USR2 during its start-up), records a crash with its step and exit status, passes final
-exit codes through, and decides about crash retries by the rules of its docstring. The requeue itself
-is tested on the dev cluster (tests/test_slurm_e2e.py)."""
+"""The batch job's supervisor (`python -m jobs.supervise`) outside SLURM: it forwards USR2 and TERM to the
+trainer (which survives a USR2 during its start-up), records a crash with its step and exit status, and passes
+final exit codes through. Its retry rules are unit-tested (tests/unit/test_supervise.py); the requeue itself is
+tested on the dev cluster (tests/slurm/test_slurm_e2e.py)."""
 import os
 import signal
 import subprocess
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from jobs.supervise import crash_decision
 from tests.helpers_runs import (
     LONG,
     LONG_STEPS,
@@ -25,28 +24,7 @@ from tests.helpers_runs import (
     start,
 )
 
-pytest_plugins = ["tests.helpers_runs"]  # the fixtures `reference` and `hermetic`
 pytestmark = pytest.mark.usefixtures("hermetic")
-
-DECIDE = dict(returncode=-9, terminating=False, job_id="7", start_step=10, committed=20, crash_step=23,
-              crashes=[], max_retries=3)
-
-
-@pytest.mark.parametrize("change, requeue, reason", [
-    ({}, True, "crash retry 1 of 3"),
-    ({"terminating": True}, False, "SLURM is stopping the job (SIGTERM reached it)"),
-    ({"job_id": None}, False, "not inside a SLURM job"),
-    ({"start_step": None}, False, "it died before its first step"),
-    ({"committed": 10}, False, "no progress: no checkpoint committed since it started at step 10"),
-    ({"committed": None}, False, "no progress: no checkpoint committed since it started at step 10"),
-    ({"crashes": [{"step": 23, "requeued": True}]}, False, "it crashed at step 23 before"),
-    ({"crashes": [{"step": 5, "requeued": True}]}, True, "crash retry 2 of 3"),
-    ({"crashes": [{"step": s, "requeued": True} for s in (1, 2, 3)]}, False,
-     "crash retry cap reached (3 of --max-crash-retries 3)"),
-    ({"max_retries": 0}, False, "crash retry cap reached (0 of --max-crash-retries 0)"),
-])
-def test_crash_decision(change, requeue, reason):
-    assert crash_decision(**{**DECIDE, **change}) == (requeue, reason)
 
 
 @pytest.mark.parametrize("code", [0, 2, 3, 4, 5, 75])

@@ -2,7 +2,7 @@
 runs and are interrupted every way SLURM interrupts a run; each must end with the weights of an
 uninterrupted local run (the newest checkpoint's model_digest, bit for bit).
 
-    pytest -m slurm tests/test_slurm_e2e.py -s      # -s shows the measured wall times and requeue counts
+    pytest -m slurm tests/slurm/test_slurm_e2e.py -s      # -s shows the measured wall times and requeue counts
 
 Three phases, each a module fixture that starts its scenarios at once and waits for all of them
 (node0 has 2 CPUs; every training job asks for one):
@@ -49,6 +49,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_distributed import Ranks as LocalRanks
 from tests.slurm_cluster import (
     REPO,
     TERMINAL,
@@ -60,7 +61,6 @@ from tests.slurm_cluster import (
     wait_for,
     wait_job_state,
 )
-from tests.test_distributed import Ranks as LocalRanks
 
 pytestmark = pytest.mark.slurm
 

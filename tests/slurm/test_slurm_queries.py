@@ -1,4 +1,4 @@
-"""What jobs.slurm reads from SLURM's commands for status.py."""
+"""What status.py shows of a job that SLURM has forgotten but its accounting has not."""
 import json
 import shlex
 import subprocess
@@ -7,25 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import slurm
 from tests.slurm_cluster import REPO, sbatch, scancel, squeue_state, wait_for
-
-
-def test_sacct_lines_give_each_job_its_final_state():
-    # `sacct -n -X -P -o JobID,State` output: one line per job (-X: no .batch steps), "|"-separated
-    text = "41|COMPLETED\n42|CANCELLED by 0\n43|RUNNING\n44.batch|COMPLETED\n45|\n\n"
-    assert slurm.parse_sacct(text) == {"41": {"state": "COMPLETED", "time_left": None},
-                                       "42": {"state": "CANCELLED", "time_left": None},
-                                       "43": {"state": "RUNNING", "time_left": None}}
-
-
-def test_a_run_stops_requeuing_after_two_jobs_without_a_step():
-    requeues = [{"step": 40}, {"step": 88}]
-    assert slurm.requeue_refusal(requeues, 120, max_requeues=200) is None  # progress: requeue
-    assert slurm.requeue_refusal(requeues, 88, max_requeues=200) is None  # one job without a step is forgiven
-    stalled = requeues + [{"step": 88}]
-    assert slurm.requeue_refusal(stalled, 88, max_requeues=200) == "no progress in the last 2 jobs (still at step 88)"
-    assert slurm.requeue_refusal(stalled, 88, max_requeues=3) == "requeue cap reached (3 of --max-requeues 3)"
 
 
 @pytest.mark.slurm

@@ -1,7 +1,7 @@
-"""jobs.model_state.StateReader: what Module.state_dict() returns, read without its walk at every save."""
+"""jobs.checkpoint.model_state.StateReader: what Module.state_dict() returns, without its walk at every save."""
 import torch
 
-from jobs.model_state import StateReader
+from jobs.checkpoint.model_state import StateReader
 from resnet.models import build_model
 
 

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from jobs.checkpoint import snapshot
-from jobs.rng import capture_rng, restore_rng
+from jobs.checkpoint.host_copy import snapshot
+from jobs.checkpoint.rng import capture_rng, restore_rng
 from resnet.config import DEFAULTS
 from resnet.task import ResNetTask, epoch_permutation, lr_factor
 
