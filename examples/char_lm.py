@@ -40,6 +40,7 @@ class CharTask:
             data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8).long()
         split = int(len(data) * (1 - config["held_out"]))
         self.train_tokens, self.held_out = data[:split], data[split:]
+        self.batch_size = config["batch_size"]  # tracks read side by side: named if the device runs out of memory
         self.steps_per_epoch = config["steps_per_epoch"]
         self.total_steps = config["epochs"] * self.steps_per_epoch
         self.step = 0

@@ -8,7 +8,7 @@ def percent(value) -> str:
 
 def readable(key: str, value) -> str:
     """`value` of field `key`, rounded by what it measures: accuracy as a percentage, losses to 4 digits,
-    image rates whole, seconds to 2 decimals; nested dicts inline."""
+    rates whole, seconds to 2 decimals; nested dicts inline."""
     if value is None:
         return "-"
     if isinstance(value, dict):
@@ -33,6 +33,8 @@ def readable_fields(record: dict, skip: tuple = ()) -> str:
 
 def label(key: str) -> str:
     """A field's name for a heading: "val_accuracy" -> "validation accuracy", "images_per_sec" -> "images/s"."""
+    if key == "lr":
+        return "learning rate"
     if key.startswith("val_"):
         key = "validation_" + key[len("val_"):]
     return key.replace("_per_sec", "/s").replace("_", " ")

@@ -42,7 +42,7 @@ class Task(Protocol):
 
 class Workload(Protocol):
     """Optional: `complete(config)`, the config with the fields a run frozen earlier did not have (its defaults)."""
-    primary_metric: str  # the key of evaluate() that picks the best checkpoint, higher is better
+    primary_metric: str  # the key of evaluate() that picks the best checkpoint, higher is better (none: no best)
     safe_to_change: frozenset[str]  # config fields a resumed run may change (e.g. "epochs")
 
     def validate(self, config: dict) -> None:
@@ -62,5 +62,6 @@ def completed(workload: Workload, config: dict) -> dict:
     return complete(config) if complete else config
 
 
-def unit_of(task: Task) -> str:
-    return getattr(task, "unit", "samples")
+def unit_of(task: Task) -> str | None:
+    """What the task's train_step counts; None if it does not say (the loop then looks at its first step)."""
+    return getattr(task, "unit", None)

@@ -9,6 +9,7 @@ from jobs.distributed.ranks import Ranks
 from jobs.launch.claim import claim
 from jobs.launch.plan import NEW, RESUME, RESUME_IF_EXISTS, Plan, check_not_shorter, make_plan
 from jobs.launch.restore import announce, restore
+from jobs.readable import readable
 from jobs.run.lock import RunLock
 from jobs.run.run_dir import RunDir, resume_command
 from jobs.signals import StopFlag
@@ -40,15 +41,14 @@ def launch(workload_ref: str | None, task_config: dict | None, runs_dir: Path, r
         run = ranks.on_every_rank(lambda: RunDir(runs_dir, run_id, read_only=not ranks.is_writer))  # a bad run id
         plan = ranks.on_rank0(lambda: make_plan(run, workload_ref, task_config, mode, loop, overrides,
                                                 ranks.world_size))
-        outcome, stop = _open_and_train(run, plan, force, job, reporter, ranks, clock)
-        return _exit_code(outcome, run, Path(runs_dir), LoopConfig(**plan.loop), reporter, stop, on_stop, ranks)
+        return _train_run(run, plan, force, job, reporter, on_stop, ranks, clock)
     finally:
         process_group.teardown(ranks)
 
 
-def _open_and_train(run: RunDir, plan: Plan, force: bool, job: dict | None, reporter: Reporter, ranks: Ranks,
-                    clock: StartupClock) -> tuple[Outcome | int, StopFlag]:
-    """The outcome of training (or the exit code of a refused claim), and the stop flag it trained under."""
+def _train_run(run: RunDir, plan: Plan, force: bool, job: dict | None, reporter: Reporter, on_stop, ranks: Ranks,
+               clock: StartupClock) -> int:
+    """Build the task, claim the run, restore it, train it; the exit code."""
     workload, loop = load_workload(plan.workload_ref), LoopConfig(**plan.loop)
     use_compile_cache(run.path.parent)
     # loads data: bad data (on any rank) is a UserError before anything is written
@@ -64,35 +64,36 @@ def _open_and_train(run: RunDir, plan: Plan, force: bool, job: dict | None, repo
             refused = ranks.on_rank0(lambda: claim(run, lock, plan, job or job_record(), ranks.world_size, force,
                                                    reporter))
             if refused is not None:
-                return refused, stop
+                return refused
             loop_state, entry = restore(run, task, ranks, reporter)
             if task.step >= task.total_steps:
-                return _already_finished(run, task, loop_state, reporter), stop
-            restarts = announce(run, task, ranks, reporter, plan.exists, plan.changes, entry)
-            clock.mark("restore")
-            trainer = Trainer(task, run, loop, stop, reporter, getattr(workload, "primary_metric", None),
-                              ranks=ranks, clock=clock, restarts=restarts, loop_state=loop_state, resumed_from=entry)
-            return trainer.train(), stop
+                outcome = _already_finished(run, task, loop_state, reporter)
+            else:
+                restarts = announce(run, task, ranks, reporter, plan.exists, plan.changes, entry)
+                clock.mark("restore")
+                trainer = Trainer(task, run, loop, stop, reporter, getattr(workload, "primary_metric", None),
+                                  ranks=ranks, clock=clock, restarts=restarts, loop_state=loop_state,
+                                  resumed_from=entry)
+                outcome = trainer.train()
         finally:
             if lock is not None:
                 lock.release()
+        return _exit_code(outcome, run, loop, reporter, stop, on_stop, ranks)
 
 
 def _already_finished(run: RunDir, task, loop_state, reporter: Reporter) -> Outcome:
     final = (loop_state.final_metrics if loop_state else None) or {}
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+    shown = ", ".join(f"{k} {readable(k, v)}" for k, v in final.items())
     reporter.message(f"run {run.run_id} is already finished (step {task.step}/{task.total_steps}"
                      f"{', ' + shown if shown else ''}); pass --epochs N to extend it")
     return Outcome(Ending.ALREADY_FINISHED, task.step, final_metrics=final)
 
 
-def _exit_code(outcome: Outcome | int, run: RunDir, runs_dir: Path, loop: LoopConfig, reporter: Reporter,
-               stop: StopFlag, on_stop, ranks: Ranks) -> int:
+def _exit_code(outcome: Outcome, run: RunDir, loop: LoopConfig, reporter: Reporter, stop: StopFlag, on_stop,
+               ranks: Ranks) -> int:
     """The exit code of a training that ended (after the lock is released: a requeued job may start before this
     process has exited); a signal-stop that was saved is requeued or its resume explained."""
-    if isinstance(outcome, int):  # the claim was refused
-        return outcome
-    resume = resume_command(run.run_id, runs_dir)
+    resume = resume_command(run.run_id, run.path.parent)
     line = error_line(outcome, resume)
     if line is not None:
         reporter.warn(line)

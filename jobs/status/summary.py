@@ -7,14 +7,13 @@ from jobs.checkpoint.manifest import committed_entries
 from jobs.run.processes import alive
 from jobs.run.run_dir import RunDir, known_run_ids
 from jobs.slurm import queries
-from jobs.slurm.queries import QUEUED_STATES
 
 
 def _queued_or_running(slurm_state: str | None) -> str | None:
     """"queued" or "running" while SLURM still has the job; None once it is over, or if unknown."""
     if slurm_state is None or queries.ended(slurm_state):
         return None
-    return "queued" if slurm_state in QUEUED_STATES else "running"
+    return "queued" if slurm_state in queries.QUEUED_STATES else "running"
 
 
 def run_state(status: dict, slurm_info: dict | None, now: float) -> tuple[str, str | None]:
@@ -23,7 +22,7 @@ def run_state(status: dict, slurm_info: dict | None, now: float) -> tuple[str, s
     slurm_state = (slurm_info or {}).get("state")
     resume_hint = "resume with: python scripts/resume.py --run-id {run_id}"
     if state is None:
-        return ("queued", None) if slurm_state in QUEUED_STATES else ("new", resume_hint)
+        return ("queued", None) if slurm_state in queries.QUEUED_STATES else ("new", resume_hint)
     if state in ("completed", "failed"):  # a failed run's own hint (diverged, out of memory) comes first
         return state, None if state == "completed" else status.get("hint") or resume_hint
     if state == "stopped":

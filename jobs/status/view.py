@@ -99,9 +99,23 @@ def run_detail(run: dict, events: list[dict], metrics: list[dict]) -> Group:
     return Group(*items)
 
 
+def _column_order(key: str) -> int:
+    """The training figures, the evaluation's, the learning rate, the speed, the times."""
+    if key == "train_loss":
+        return 0
+    if key.startswith("train_"):
+        return 1
+    if key == "lr":
+        return 3
+    if key.endswith("_per_sec"):
+        return 4
+    return 5 if key.endswith("_seconds") else 2
+
+
 def metrics_table(metrics: list[dict]) -> Table:
-    """One row per epoch, one column per figure the workload logged (its names, in their first order)."""
-    keys = [key for key in dict.fromkeys(k for m in metrics for k in m) if key not in ("time", "epoch", "step")]
+    """One row per epoch, one column per figure the workload logged (its names)."""
+    keys = sorted((key for key in dict.fromkeys(k for m in metrics for k in m) if key not in ("time", "epoch", "step")),
+                  key=_column_order)
     table = Table(title="per-epoch metrics", header_style="bold")
     for column in ("epoch", "step", *keys):
         table.add_column(label(column), justify="right")

@@ -44,16 +44,13 @@ class Checkpointer:
     """Saves `task` with the loop's `loop_state` (the object the loop keeps updating)."""
 
     def __init__(self, task: Task, loop_state: LoopState, run: RunDir, store: CheckpointStore, loop: LoopConfig,
-                 ranks: Ranks, losses: LossWatch, failures: WriteFailures, resumed_from: dict | None = None):
-        self.task, self.loop_state = task, loop_state
-        self.run, self.loop, self.ranks, self.losses, self.failures = run, loop, ranks, losses, failures
+                 ranks: Ranks, losses: LossWatch, write_failures: WriteFailures, resumed_from: dict | None = None):
+        self.task, self.loop_state, self.run, self.loop, self.ranks = task, loop_state, run, loop, ranks
+        self.losses, self.write_failures = losses, write_failures
         self.writer = BackgroundWriter(store) if ranks.is_writer else _NoWriter()
         self.last = LastCheckpoint(resumed_from["step"], resumed_from["time"]) if resumed_from else LastCheckpoint()
         self.last_error: BaseException | None = None
         self._saved_at = (time.monotonic(), task.step)  # (when, step) of the last save taken: the cadence's origin
-
-    def start(self) -> None:
-        self._saved_at = (time.monotonic(), self.task.step)
 
     def due(self) -> bool:
         """Whether --checkpoint-every-steps or --checkpoint-every-seconds asks for a save now."""
@@ -107,13 +104,13 @@ class Checkpointer:
             raise Diverged(error.step, "weights")
         if error is not None:
             self.last_error = error
-            self.failures.failed("checkpoint", error, self.task.step,
-                                     f"checkpoint write failed: {describe(error)}; {kept(self.last.step)}; training "
-                                     "goes on and tries again at the next save")
+            message = (f"checkpoint write failed: {describe(error)}; {kept(self.last.step)}; training goes on and "
+                       "tries again at the next save")
+            self.write_failures.failed("checkpoint", error, self.task.step, message)
             return False
         if entry is not None:
             self.last_error = None
-            self.failures.succeeded("checkpoint", entry["step"])
+            self.write_failures.succeeded("checkpoint", entry["step"])
             self.last = LastCheckpoint(entry["step"], entry["time"])
             self.run.event("checkpoint", entry["step"], file=entry["file"], size=entry["size"],
                            seconds=round(entry["seconds"], 4), final=entry["final"])

@@ -49,7 +49,8 @@ class Failures:
 
     def _out_of_memory(self, error: BaseException) -> Outcome:
         step = self.task.step  # the step that ran out is step + 1; it changed nothing that is saved
-        batch = getattr(self.task, "batch_size", None) or self.metrics.window.last_count or "?"
+        last = self.metrics.last_count
+        batch = getattr(self.task, "batch_size", None) or (f"{last} {self.metrics.unit}" if last else "?")
         where = self._settle()
         message = (f"out of memory in step {step + 1} with batch size {batch}: {out_of_memory_text(error)}; "
                    f"lower the batch size or use a device with more memory; {where}")

@@ -21,13 +21,18 @@ class LoopState:
     best_metric: float | None = None
     train_seconds: float = 0.0
     final_metrics: dict | None = None
+    other: dict = field(default_factory=dict)  # entries this version does not know: kept as they were
 
     @classmethod
     def from_dict(cls, state: dict | None) -> "LoopState":
-        return cls(**(state or {}))
+        state = dict(state or {})
+        known = {name: state.pop(name) for name in ("history", "best_metric", "train_seconds", "final_metrics")
+                 if name in state}
+        return cls(**known, other=state)
 
     def to_dict(self) -> dict:
-        state = {"history": self.history, "best_metric": self.best_metric, "train_seconds": self.train_seconds}
+        state = {**self.other, "history": self.history, "best_metric": self.best_metric,
+                 "train_seconds": self.train_seconds}
         if self.final_metrics is not None:
             state["final_metrics"] = self.final_metrics
         return state
@@ -44,7 +49,6 @@ class EpochWindow:
         self.extra: dict = {}  # other numbers train_step returns: their sums
         self.steps = 0
         self.lr = None  # the rate of the epoch's last step (the scheduler has moved on since)
-        self.last_count = None
         self.started = time.perf_counter()
         self.shown = 0.0
 
@@ -54,7 +58,6 @@ class EpochWindow:
         self.loss = self.loss + (loss if count is None else loss * count)
         if count is not None:
             self.count += count
-            self.last_count = count
         if "correct" in out:  # summed into a new tensor, never the task's own (which it may reuse)
             self.correct = (0 if self.correct is None else self.correct) + out["correct"]
         for key, value in out.items():
@@ -72,15 +75,19 @@ class EpochWindow:
         """train_loss, train_accuracy (with counts of correct answers), train_<other>, lr and the rate: summed
         over every rank (each trained on its shard of every batch)."""
         correct = 0.0 if self.correct is None else float(self.correct)
-        loss, count, extra = float(self.loss), self.count, [float(v) for v in self.extra.values()]
-        steps = self.steps * ranks.world_size
-        if ranks.distributed:
-            loss, correct, count, *extra = ranks.sum([loss, correct, count, *extra])
+        loss, count, steps = float(self.loss), self.count, self.steps * ranks.world_size
+        names = list(self.extra)
+        if ranks.distributed:  # every rank sums the same names in the same order, those it lacks as 0
+            names = sorted(set().union(*ranks.all_gather(names)))
+            loss, correct, count, *extra = ranks.sum([loss, correct, count,
+                                                      *(float(self.extra.get(n, 0.0)) for n in names)])
             count = int(count)
+        else:
+            extra = [float(v) for v in self.extra.values()]
         out = {"train_loss": loss / max(count if count else steps, 1)}
         if self.correct is not None and count:
             out["train_accuracy"] = correct / count
-        out.update({f"train_{key}": total / max(steps, 1) for key, total in zip(self.extra, extra, strict=True)})
+        out.update({f"train_{name}": total / max(steps, 1) for name, total in zip(names, extra, strict=True)})
         if self.lr is not None:
             out["lr"] = self.lr
         out[f"{self.rate_unit}_per_sec"] = (count or self.steps) / max(seconds, 1e-9)
@@ -95,27 +102,32 @@ class EpochWindow:
         parts += [f"{key} {readable(key, float(total) / max(self.steps, 1))}" for key, total in self.extra.items()]
         if self.lr is not None:
             parts.append(f"lr {self.lr:.4g}")
-        rate = (self.count or self.steps) * world_size / max(time.perf_counter() - self.started, 1e-9)
+        done = self.count * world_size if self.count else self.steps  # every rank counts its shard; steps are shared
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
         parts.append(f"{rate:.0f} {per_second(self.rate_unit)}")
         return " ".join(parts), rate
 
 
 class Metrics:
     def __init__(self, state: LoopState, primary_metric: str | None, eval_every_epochs: int, ranks: Ranks,
-                 unit: str):
+                 unit: str | None):
         self.state, self.primary_metric, self.eval_every_epochs = state, primary_metric, eval_every_epochs
-        self.ranks, self.unit = ranks, unit
-        self.window = EpochWindow(unit)
+        self.ranks, self.unit = ranks, unit  # None: the task names no unit; its first step says which
+        self.window = EpochWindow(unit or "samples")
+        self.last_count = None  # the count of the last step that had one
         self.rate: float | None = None  # rate_unit per second over all ranks, as last measured
-        self.rate_unit = unit
+        self.rate_unit = unit or "samples"
         self.steps_per_sec: float | None = None
 
     def start_epoch(self) -> None:
-        self.window = EpochWindow(self.unit)
+        self.window = EpochWindow(self.unit or "samples")
 
     def add(self, out: dict) -> bool:
         """Add a step's figures; True when it is time to show them again."""
+        if self.unit is None:  # "samples", or "images" as the contract had it before tasks named their unit
+            self.unit = self.window.unit = "images" if "images" in out and "samples" not in out else "samples"
         self.window.add(out)
+        self.last_count = out.get(self.unit, self.last_count)
         now = time.perf_counter()
         if now - self.window.shown < DISPLAY_SECONDS:
             return False
@@ -123,6 +135,7 @@ class Metrics:
         return True
 
     def progress(self) -> str:
+        """The display's text; the rate and speed that status shows are measured here too."""
         text, self.rate = self.window.progress(self.ranks.world_size)
         self.rate_unit = self.window.rate_unit
         self.steps_per_sec = self.window.steps / max(time.perf_counter() - self.window.started, 1e-9)

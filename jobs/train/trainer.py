@@ -45,10 +45,9 @@ class Trainer:
         self.watchdog = HangWatchdog(seconds, lambda idle: self.failures.hung(idle, seconds))
 
     def train(self) -> Outcome:
-        self.checkpointer.start()
-        self.telemetry.start()
-        self.watchdog.start()
         try:
+            self.telemetry.start()
+            self.watchdog.start()
             return self._loop()
         except BaseException as error:
             outcome = self.failures.outcome_of(error)

@@ -29,7 +29,6 @@ def checkpointer(tmp_path, **loop) -> tuple[Checkpointer, TinyTask, RunDir, list
 
 def test_a_save_is_due_by_steps_or_by_seconds(tmp_path):
     saver, task, _, _ = checkpointer(tmp_path, checkpoint_every_steps=2, checkpoint_every_seconds=None)
-    saver.start()
     task.train_step()
     assert not saver.due()
     task.train_step()
@@ -37,7 +36,6 @@ def test_a_save_is_due_by_steps_or_by_seconds(tmp_path):
     saver.save(wait=True)
     assert not saver.due()
     timed, _, _, _ = checkpointer(tmp_path / "t", checkpoint_every_seconds=0.05)
-    timed.start()
     assert not timed.due()
     time.sleep(0.06)
     assert timed.due()

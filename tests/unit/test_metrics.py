@@ -69,3 +69,16 @@ def test_the_loop_state_is_the_checkpoints_plain_dict_both_ways():
     finished = dict(old, final_metrics={"test_accuracy": 0.9})
     assert LoopState.from_dict(finished).to_dict() == finished
     assert LoopState.from_dict(None).to_dict() == {"history": [], "best_metric": None, "train_seconds": 0.0}
+    newer = dict(old, written_by_a_newer_version=[1, 2])  # kept as it was, not refused
+    assert LoopState.from_dict(newer).to_dict() == newer
+
+
+def test_a_task_that_names_no_unit_is_read_as_the_contract_had_it_before():
+    metrics = Metrics(LoopState(), None, 1, Ranks(), unit=None)
+    metrics.add({"loss": 1.0, "images": 4, "correct": 2, "lr": 0.1})  # the old contract: images and correct
+    assert metrics.unit == "images" and metrics.last_count == 4
+    figures = metrics.window.figures(Ranks(), seconds=1.0)
+    assert figures == {"train_loss": 1.0, "train_accuracy": 0.5, "lr": 0.1, "images_per_sec": 4.0}
+    plain = Metrics(LoopState(), None, 1, Ranks(), unit=None)
+    plain.add({"loss": 1.0})
+    assert plain.unit == "samples" and plain.window.figures(Ranks(), 2.0) == {"train_loss": 1.0, "steps_per_sec": 0.5}

@@ -17,5 +17,5 @@ def test_each_kind_of_number_is_rounded_by_what_it_measures():
 
 def test_field_names_become_headings_and_units_short_rates():
     assert label("val_accuracy") == "validation accuracy" and label("images_per_sec") == "images/s"
-    assert label("train_loss") == "train loss"
+    assert label("train_loss") == "train loss" and label("lr") == "learning rate"
     assert per_second("images") == "img/s" and per_second("tokens") == "tok/s" and per_second("steps") == "steps/s"
