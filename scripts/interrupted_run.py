@@ -64,7 +64,7 @@ def summary(run, every: int) -> dict:
         "held_out_every": {m["epoch"]: m.get(held_out[0]) if held_out else None
                            for m in metrics if m["epoch"] % every == 0 or m is metrics[-1]
                            if held_out and m.get(held_out[0]) is not None},
-        "test_accuracy": status.get("test_accuracy"),
+        "test_accuracy": (status.get("final_metrics") or {}).get("test_accuracy"),
         "training_seconds": sum(m["epoch_seconds"] for m in metrics),
         "epoch_seconds_median": statistics.median(m["epoch_seconds"] for m in metrics),
         "images_per_sec_median": statistics.median(m["images_per_sec"] for m in metrics),
