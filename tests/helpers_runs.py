@@ -176,7 +176,7 @@ def start(script: str, *args: str, slow: float | None = None, supervised: bool =
 # "err"} -> pid; {"poll": pid} -> exit code (negative: killed by that signal) or null while it runs.
 ZYGOTE_CODE = """
 import json, os, runpy, sys, traceback
-import torch, torch._dynamo, jobs.cli, jobs.launch, jobs.status, resnet.config, resnet.task
+import torch, torch._dynamo, jobs.cli, jobs.launch.launcher, jobs.status.summary, resnet.config, resnet.task
 channel = os.fdopen(os.dup(1), "w")
 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 while line := sys.stdin.readline():

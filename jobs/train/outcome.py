@@ -32,7 +32,7 @@ class Outcome:
     ending: Ending
     step: int
     signal: str | None = None  # the stop signal all ranks agreed on
-    message: str | None = None  # what went wrong, for the one line jobs.launch shows
+    message: str | None = None  # what went wrong, for the one line jobs.launch.launcher shows
     final_metrics: dict = field(default_factory=dict)
 
     @property
