@@ -8,6 +8,7 @@ EXIT_DIVERGED = 4    # a non-finite loss: stopped, no checkpoint of the diverged
 EXIT_OUT_OF_MEMORY = 5  # the device ran out of memory; the last checkpoint is intact; lower the batch size
 EXIT_WRITE_FAILED = 6   # a checkpoint the run had to write (final or stop) could not be: disk full, read-only
 EXIT_HUNG = 7          # no training step for --hang-timeout-seconds: it dumped its stacks and ended itself
+EXIT_CONTRACT = 8      # the workload broke the contract (what train_step, evaluate or state_dict give): fix it
 EXIT_STOPPED = 75    # stopped by a signal with its checkpoint saved; resume continues it (EX_TEMPFAIL)
 EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once, without a final save
 

@@ -5,7 +5,10 @@
 The toolkit speaks the workload's words: its loss, the count it calls its unit, its metric names.
 """
 import importlib
+import inspect
 from typing import Any, Protocol
+
+from jobs.errors import CONTRACT, UserError
 
 
 class Task(Protocol):
@@ -52,8 +55,29 @@ class Workload(Protocol):
 
 
 def load_workload(reference: str) -> Workload:
-    module_name, _, attribute = reference.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    """The workload object `reference` ("module:ATTRIBUTE") names; UserError if it names none. An error raised
+    by the module's own code while it is imported keeps its traceback."""
+    module_name, colon, attribute = reference.partition(":")
+    if not colon or not module_name or not attribute:
+        raise UserError(f"workload {reference!r}: name the workload object as module:ATTRIBUTE "
+                        "(e.g. examples.char_lm:WORKLOAD)")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise  # the workload's module imports something that is missing: its own traceback says what
+        raise UserError(f"workload {reference!r}: no module {e.name!r} here; the workload's module must be "
+                        "importable wherever the run starts, resumes or requeues (run from its project's "
+                        "directory, or put that directory on PYTHONPATH)") from None
+    if not hasattr(module, attribute):
+        raise UserError(f"workload {reference!r}: module {module_name} has no {attribute!r}")
+    workload = getattr(module, attribute)
+    missing = [name for name in ("build", "validate", "safe_to_change") if not hasattr(workload, name)]
+    if missing or inspect.isclass(workload):
+        what = "a class" if inspect.isclass(workload) else f"a {type(workload).__name__} without {', '.join(missing)}"
+        raise UserError(f"workload {reference!r} is {what}: name the workload object, which has "
+                        f"validate(config), build(config) and safe_to_change ({CONTRACT})")
+    return workload
 
 
 def completed(workload: Workload, config: dict) -> dict:

@@ -55,15 +55,14 @@ def main(argv=None) -> int:
     add_resume_arguments(parser)
     add_loop_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        workload = load_workload(args.workload)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise UserError(f"--workload {args.workload!r}: cannot load it ({e})") from None
+    workload = load_workload(args.workload)
     config = read_config(args.config)
     unsafe = sorted(set(args.override) - set(workload.safe_to_change))
     if unsafe:
-        raise UserError(f"--override {', '.join(unsafe)}: this workload lets a resumed run change only "
-                        f"{', '.join(sorted(workload.safe_to_change)) or 'nothing'}")
+        allowed = ", ".join(sorted(workload.safe_to_change))
+        raise UserError(f"--override {', '.join(unsafe)}: " + (f"this workload lets a resumed run change only {allowed}"
+                                                              if allowed else "this workload lets a resumed run change "
+                                                                              "no field"))
     mode = launch_mode(args)
     overrides = {field: completed(workload, config).get(field) for field in args.override}
     return launch(args.workload, config, args.runs_dir, args.run_id, mode=mode, loop=loop_config_from_args(args),

@@ -476,6 +476,15 @@ def copy_run(ref: Reference, runs_dir: Path, cut_at: int | None = None) -> Path:
     return dst
 
 
+WALL_CLOCK = ("time", "epoch_seconds", "eval_seconds")  # and the rates (*_per_sec): they differ between runs
+
+
+def logged(run_path: Path) -> list[dict]:
+    """The run's metrics.jsonl without its wall-clock fields: what two runs of the same config must share."""
+    return [{k: v for k, v in record.items() if k not in WALL_CLOCK and not k.endswith("_per_sec")}
+            for record in (json.loads(line) for line in (Path(run_path) / "metrics.jsonl").read_text().splitlines())]
+
+
 def checkpoint_file(run_path: Path, step: int) -> Path:
     return Path(run_path) / f"ckpt-step{step:09d}.pt"
 

@@ -15,7 +15,7 @@ import torch
 from jobs import testing
 from jobs.checkpoint.layout import CHECKPOINTS, FORMAT, MANIFEST, TEMP_FILES, checkpoint_name, sidecar_name
 from jobs.checkpoint.manifest import committed_entries, verified_bytes
-from jobs.errors import UserError
+from jobs.errors import CONTRACT, ContractError, UserError
 from jobs.run.files import write_atomic, write_json_atomic
 
 
@@ -72,6 +72,7 @@ class CheckpointStore:
         self.weights_of = weights_of  # where the model's weights are in a state (digest, non-finite check)
         self.refuse_nonfinite = refuse_nonfinite  # a diverged run's weights are never committed
         self.write = testing.slow_checkpoint_write()
+        self.loads_back = False  # whether a checkpoint of this store was loaded back once (weights_only)
 
     # -- writing -----------------------------------------------------------------------------
     def save(self, state: dict, step: int, epoch: float, *, epoch_end: bool = False, final: bool = False,
@@ -83,9 +84,7 @@ class CheckpointStore:
             bad = nonfinite_tensors(weights)
             if bad:
                 raise NonFiniteCheckpoint(step, bad)
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        data = buffer.getvalue()
+        data = self._serialized(state)
         name = checkpoint_name(step)
         entry = {"file": name, "step": step, "epoch": epoch, "epoch_end": epoch_end, "final": final,
                  "metric": metric, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
@@ -100,6 +99,21 @@ class CheckpointStore:
         self._delete_unlisted(kept)
         entry["seconds"] = time.perf_counter() - started
         return entry
+
+    def _serialized(self, state: dict) -> bytes:
+        """torch.save's bytes; a state it cannot save, or that torch.load(weights_only=True) would refuse at the
+        resume, is the workload's, not a disk's: a ContractError (checked once per store: it costs one load)."""
+        buffer = io.BytesIO()
+        try:
+            torch.save(state, buffer)
+            if not self.loads_back:
+                torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True)
+                self.loads_back = True
+        except Exception as e:
+            raise ContractError(f"the checkpoint's state cannot be saved and loaded back with torch.load("
+                                f"weights_only=True): {type(e).__name__}: {str(e).splitlines()[0][:300]}; a task's "
+                                f"state_dict() may hold tensors, numbers, strings, lists and dicts ({CONTRACT})") from e
+        return buffer.getvalue()
 
     def _retained(self, entries: list[dict]) -> list[dict]:
         keep = {e["step"] for e in entries[-self.keep_last:]}

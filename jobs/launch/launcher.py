@@ -69,7 +69,7 @@ def _train_run(run: RunDir, plan: Plan, force: bool, job: dict | None, reporter:
             if task.step >= task.total_steps:
                 outcome = _already_finished(run, task, loop_state, reporter)
             else:
-                restarts = announce(run, task, ranks, reporter, plan.exists, plan.changes, entry)
+                restarts = announce(run, task, ranks, reporter, plan.exists, plan.changes, entry, plan.loop_changes)
                 clock.mark("restore")
                 trainer = Trainer(task, run, loop, stop, reporter, getattr(workload, "primary_metric", None),
                                   ranks=ranks, clock=clock, restarts=restarts, loop_state=loop_state,

@@ -15,9 +15,10 @@ class Plan:
     workload_ref: str  # "module:ATTRIBUTE"
     task_config: dict  # completed with the workload's defaults: frozen whole
     loop: dict  # LoopConfig's fields
-    changes: dict  # the fields a resume changes, with their new values
+    changes: dict  # the workload's config fields a resume changes, with their new values
     exists: bool  # a run being resumed
     frozen: dict | None  # the run's config.json, when it exists
+    loop_changes: dict | None = None  # the loop's settings a resume changes (they may change: recorded)
 
 
 def config_changes(frozen: dict, given: dict, safe: frozenset, overrides: set) -> dict:
@@ -58,6 +59,9 @@ def make_plan(run: RunDir, workload_ref: str | None, task_config: dict | None, m
     overrides = dict(overrides or {})
     changes = {}
     frozen = run.read_config() if exists else None
+    if exists and workload_ref and workload_ref != frozen.get("workload"):
+        raise UserError(f"this config contradicts the run being resumed (workload: run has {frozen.get('workload')!r}, "
+                        f"given {workload_ref!r}). Resume it with its own workload, or start a new run id")
     workload_ref = workload_ref or frozen["workload"]
     workload = load_workload(workload_ref)
     # a workload may fill in the fields a config leaves out (its defaults), and those added since a run was
@@ -77,4 +81,6 @@ def make_plan(run: RunDir, workload_ref: str | None, task_config: dict | None, m
         loop = loop or LoopConfig(**frozen.get("loop", {}))
     loop = loop or LoopConfig()
     workload.validate(task_config)
-    return Plan(workload_ref, task_config, loop.to_dict(), changes, exists, frozen)
+    before = (frozen or {}).get("loop", {})
+    loop_changes = {k: v for k, v in loop.to_dict().items() if k in before and before[k] != v} if exists else None
+    return Plan(workload_ref, task_config, loop.to_dict(), changes, exists, frozen, loop_changes or None)

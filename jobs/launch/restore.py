@@ -39,10 +39,11 @@ def restore(run: RunDir, task: Task, ranks: Ranks, reporter: Reporter) -> tuple[
 
 
 def announce(run: RunDir, task: Task, ranks: Ranks, reporter: Reporter, resumed: bool, changes: dict,
-             entry: dict | None) -> int:
+             entry: dict | None, loop_changes: dict | None = None) -> int:
     """The start or resume event and line; the number of restarts the run has had."""
     event = "resume" if resumed else "start"
     run.event(event, task.step, changes=changes or None, checkpoint=entry["file"] if entry else None,
+              **({"loop_changes": loop_changes} if loop_changes else {}),
               slurm_restart_count=JobEnvironment().restart_count,
               **({"world_size": ranks.world_size, "launcher": ranks.launcher} if ranks.distributed else {}))
     processes = f", {ranks.world_size} processes ({ranks.launcher})" if ranks.distributed else ""

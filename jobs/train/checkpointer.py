@@ -15,7 +15,7 @@ from jobs.run.run_dir import RunDir
 from jobs.run.write_failures import WriteFailures, describe
 from jobs.train.config import LoopConfig
 from jobs.train.divergence import Diverged, LossWatch
-from jobs.train.metrics import LoopState
+from jobs.train.metrics import Metrics
 from jobs.train.outcome import kept
 from jobs.workload import Task
 
@@ -41,11 +41,11 @@ class _NoWriter:
 
 
 class Checkpointer:
-    """Saves `task` with the loop's `loop_state` (the object the loop keeps updating)."""
+    """Saves `task` with the loop's state, as `metrics` holds it when the save is taken."""
 
-    def __init__(self, task: Task, loop_state: LoopState, run: RunDir, store: CheckpointStore, loop: LoopConfig,
+    def __init__(self, task: Task, metrics: Metrics, run: RunDir, store: CheckpointStore, loop: LoopConfig,
                  ranks: Ranks, losses: LossWatch, write_failures: WriteFailures, resumed_from: dict | None = None):
-        self.task, self.loop_state, self.run, self.loop, self.ranks = task, loop_state, run, loop, ranks
+        self.task, self.metrics, self.run, self.loop, self.ranks = task, metrics, run, loop, ranks
         self.losses, self.write_failures = losses, write_failures
         self.writer = BackgroundWriter(store) if ranks.is_writer else _NoWriter()
         self.last = LastCheckpoint(resumed_from["step"], resumed_from["time"]) if resumed_from else LastCheckpoint()
@@ -92,7 +92,7 @@ class Checkpointer:
         if not self.ranks.is_writer:
             return None
         return layout.checkpoint_state(task.step, task.steps_per_epoch, task.state_dict(), mine["rng"],
-                                       self.loop_state.to_dict(), every_rank if self.ranks.distributed else None)
+                                       self.metrics.state_dict(), every_rank if self.ranks.distributed else None)
 
     def collect(self, block: bool) -> bool:
         """Collect the background write (waiting for it if `block`): False if it failed, reported once per kind
@@ -102,6 +102,8 @@ class Checkpointer:
         entry, error = self.writer.collect()
         if isinstance(error, NonFiniteCheckpoint):
             raise Diverged(error.step, "weights")
+        if error is not None and not isinstance(error, OSError):
+            raise error  # not the disk: the workload's state (a ContractError), or a bug, with its traceback
         if error is not None:
             self.last_error = error
             message = (f"checkpoint write failed: {describe(error)}; {kept(self.last.step)}; training goes on and "
@@ -121,8 +123,8 @@ class Checkpointer:
         self.writer.wait()
         try:
             self.collect(block=False)
-        except Diverged:
-            pass  # the writer refused non-finite weights: nothing was committed
+        except Exception:
+            pass  # refused (non-finite weights, a state it cannot save): nothing was committed, the first error stands
 
     def not_saved(self) -> str:
         """Why the checkpoint this run had to write is missing, and what it still has."""

@@ -3,6 +3,7 @@ A divergence and running out of memory are not retried as they are; a lost peer 
 rules); anything else is a bug or an interrupt, recorded and re-raised with its traceback."""
 from jobs.distributed.process_group import is_peer_failure
 from jobs.distributed.ranks import Ranks
+from jobs.errors import ContractError
 from jobs.exit_codes import EXIT_HUNG
 from jobs.run.run_dir import RunDir
 from jobs.train.checkpointer import Checkpointer
@@ -28,6 +29,8 @@ class Failures:
             return self._diverged(error)
         if isinstance(error, OUT_OF_MEMORY):
             return self._out_of_memory(error)
+        if isinstance(error, ContractError):
+            return self._contract(error)
         if isinstance(error, Exception) and self.ranks.distributed and is_peer_failure(error):
             return self._peer_lost(error)
         return None
@@ -58,6 +61,15 @@ class Failures:
         self.telemetry.status("failed", error=message, hint=f"{where}; resume it where the device has more memory, "
                                                             "or start a new run with a smaller batch size")
         return Outcome(Ending.OUT_OF_MEMORY, step, message=message)
+
+    def _contract(self, error: ContractError) -> Outcome:
+        where = self._settle()
+        step = self.task.step
+        message = f"the workload broke the contract at step {step}: {error}; {where}"
+        self.run.event("error", step, message=message, cause="contract")
+        self.telemetry.status("failed", error=message, hint=f"{where}; fix the workload's code, then resume with: "
+                                                            f"python scripts/resume.py --run-id {self.run.run_id}")
+        return Outcome(Ending.CONTRACT, step, message=message)
 
     def _peer_lost(self, error: BaseException) -> Outcome:
         """Another rank died or stopped answering (a collective failed or timed out): stop, keep what is

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 import torch
 
 from jobs.distributed.ranks import Ranks
+from jobs.errors import CONTRACT, ContractError
 from jobs.readable import per_second, readable
+from jobs.train.contract import plain_metrics
 from jobs.workload import Task
 
 DISPLAY_SECONDS = 0.5  # the progress display's refresh; also where a single process checks its losses
@@ -16,25 +18,28 @@ NAMED = ("loss", "correct", "lr")  # what train_step may return besides its unit
 @dataclass
 class LoopState:
     """The loop's part of a checkpoint (its "loop" entry): the per-epoch records, the best primary metric so
-    far, the seconds spent in training steps, and the final metrics once the run has them."""
+    far, the seconds spent in training steps, the running sums of the epoch under way (so that a resumed epoch
+    logs what an uninterrupted one does), and the final metrics once the run has them."""
     history: list[dict] = field(default_factory=list)
     best_metric: float | None = None
     train_seconds: float = 0.0
+    window: dict | None = None
     final_metrics: dict | None = None
     other: dict = field(default_factory=dict)  # entries this version does not know: kept as they were
 
     @classmethod
     def from_dict(cls, state: dict | None) -> "LoopState":
         state = dict(state or {})
-        known = {name: state.pop(name) for name in ("history", "best_metric", "train_seconds", "final_metrics")
-                 if name in state}
+        known = {name: state.pop(name) for name in ("history", "best_metric", "train_seconds", "window",
+                                                    "final_metrics") if name in state}
         return cls(**known, other=state)
 
     def to_dict(self) -> dict:
         state = {**self.other, "history": self.history, "best_metric": self.best_metric,
                  "train_seconds": self.train_seconds}
-        if self.final_metrics is not None:
-            state["final_metrics"] = self.final_metrics
+        for name in ("window", "final_metrics"):
+            if getattr(self, name) is not None:
+                state[name] = getattr(self, name)
         return state
 
 
@@ -70,6 +75,20 @@ class EpochWindow:
     @property
     def rate_unit(self) -> str:
         return self.unit if self.count else "steps"
+
+    def state(self) -> dict:
+        """The sums as plain numbers, exactly (one sync: taken with a checkpoint, which syncs anyway)."""
+        return {"unit": self.unit, "loss": _exact(self.loss), "count": _exact(self.count),
+                "correct": None if self.correct is None else _exact(self.correct),
+                "extra": {key: _exact(value) for key, value in self.extra.items()}, "steps": self.steps,
+                "lr": None if self.lr is None else _exact(self.lr)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "EpochWindow":
+        window = cls(state["unit"])
+        window.loss, window.count, window.correct = state["loss"], state["count"], state["correct"]
+        window.extra, window.steps, window.lr = dict(state["extra"]), state["steps"], state["lr"]
+        return window
 
     def figures(self, ranks: Ranks, seconds: float) -> dict:
         """train_loss, train_accuracy (with counts of correct answers), train_<other>, lr and the rate: summed
@@ -108,12 +127,24 @@ class EpochWindow:
         return " ".join(parts), rate
 
 
+def _exact(value):
+    """A tensor's value as the Python number that adds to the next tensor as the tensor itself would (an
+    integer stays an integer, a float32 sum is exact as a float)."""
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
 class Metrics:
     def __init__(self, state: LoopState, primary_metric: str | None, eval_every_epochs: int, ranks: Ranks,
                  unit: str | None):
         self.state, self.primary_metric, self.eval_every_epochs = state, primary_metric, eval_every_epochs
         self.ranks, self.unit = ranks, unit  # None: the task names no unit; its first step says which
-        self.window = EpochWindow(unit or "samples")
+        # the epoch under way, as the checkpoint left it (mid-epoch), or a new one
+        self.window = EpochWindow.from_state(state.window) if state.window else EpochWindow(unit or "samples")
+        if state.window and unit is None and state.window["unit"] != "samples":
+            self.unit = state.window["unit"]
+        state.window = None  # the checkpoint's copy: each save takes the window anew (state_dict)
         self.last_count = None  # the count of the last step that had one
         self.rate: float | None = None  # rate_unit per second over all ranks, as last measured
         self.rate_unit = unit or "samples"
@@ -121,6 +152,10 @@ class Metrics:
 
     def start_epoch(self) -> None:
         self.window = EpochWindow(self.unit or "samples")
+
+    def state_dict(self) -> dict:
+        """The loop's entry of a checkpoint: the state, with the epoch under way."""
+        return {**self.state.to_dict(), "window": self.window.state()}
 
     def add(self, out: dict) -> bool:
         """Add a step's figures; True when it is time to show them again."""
@@ -158,10 +193,15 @@ class Metrics:
         self.steps_per_sec = self.window.steps / max(seconds, 1e-9)
         if epoch % self.eval_every_epochs == 0 or task.step >= task.total_steps:
             started = time.perf_counter()
-            record.update(task.evaluate())
+            evaluated = plain_metrics(task.evaluate(), "evaluate()")
+            if self.primary_metric and self.primary_metric not in evaluated:
+                raise ContractError(f"evaluate() returned no {self.primary_metric!r}, the workload's primary_metric "
+                                    f"(it returned {', '.join(evaluated) or 'nothing'}) ({CONTRACT})")
+            record.update(evaluated)
             record["eval_seconds"] = time.perf_counter() - started
             metric = record.get(self.primary_metric)
             if metric is not None and (self.state.best_metric is None or metric > self.state.best_metric):
                 self.state.best_metric = metric
         self.state.history.append(record)
+        self.start_epoch()  # this epoch's sums are in its record: a save from here on holds the next one's
         return record

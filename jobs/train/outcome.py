@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from jobs.exit_codes import (
+    EXIT_CONTRACT,
     EXIT_DIVERGED,
     EXIT_FAILED,
     EXIT_OK,
@@ -20,11 +21,13 @@ class Ending(Enum):
     DIVERGED = "diverged"  # a non-finite loss or weights: not to be retried as it is
     OUT_OF_MEMORY = "out of memory"  # not to be retried as it is
     PEER_LOST = "peer lost"  # another rank died or stopped answering: retried like a crash
+    CONTRACT = "contract"  # the workload broke the contract: fix it, then resume
 
 
 EXIT_CODES = {Ending.FINISHED: EXIT_OK, Ending.ALREADY_FINISHED: EXIT_OK, Ending.STOPPED: EXIT_STOPPED,
               Ending.NOT_SAVED: EXIT_WRITE_FAILED, Ending.DIVERGED: EXIT_DIVERGED,
-              Ending.OUT_OF_MEMORY: EXIT_OUT_OF_MEMORY, Ending.PEER_LOST: EXIT_FAILED}
+              Ending.OUT_OF_MEMORY: EXIT_OUT_OF_MEMORY, Ending.PEER_LOST: EXIT_FAILED,
+              Ending.CONTRACT: EXIT_CONTRACT}
 
 
 @dataclass
@@ -50,7 +53,7 @@ def kept(last_step: int | None) -> str:
 def error_line(outcome: Outcome, resume: str) -> str | None:
     """The one line on stderr for an ending that needs the user (None where it does not); `resume` is the
     command that continues the run."""
-    if outcome.ending in (Ending.DIVERGED, Ending.OUT_OF_MEMORY):
+    if outcome.ending in (Ending.DIVERGED, Ending.OUT_OF_MEMORY, Ending.CONTRACT):
         return f"error: {outcome.message}"
     if outcome.ending is Ending.PEER_LOST:
         return f"error: {outcome.message}; continue with {resume}"

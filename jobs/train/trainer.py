@@ -9,6 +9,7 @@ from jobs.run.run_dir import RunDir
 from jobs.signals import StopFlag
 from jobs.train.checkpointer import Checkpointer
 from jobs.train.config import LoopConfig
+from jobs.train.contract import plain_metrics, step_figures
 from jobs.train.divergence import LossWatch
 from jobs.train.failures import Failures
 from jobs.train.hang_watchdog import HangWatchdog
@@ -36,7 +37,7 @@ class Trainer:
         self.metrics = Metrics(loop_state or LoopState(), primary_metric, loop.eval_every_epochs, ranks, unit_of(task))
         store = CheckpointStore(run.path, loop.keep_last, loop.keep_every_epochs, warn=reporter.warn,
                                 weights_of=layout.weights, refuse_nonfinite=loop.stop_on_nonfinite)
-        self.checkpointer = Checkpointer(task, self.metrics.state, run, store, loop, ranks, self.losses,
+        self.checkpointer = Checkpointer(task, self.metrics, run, store, loop, ranks, self.losses,
                                          run.failures or run.tolerate_write_failures(reporter.warn), resumed_from)
         self.stop = StopAgreement(stop, ranks)
         self.telemetry = Telemetry(task, run, reporter, self.metrics, self.checkpointer, loop, ranks, restarts, clock)
@@ -60,8 +61,7 @@ class Trainer:
 
     def _loop(self) -> Outcome:
         task, spe = self.task, self.task.steps_per_epoch
-        self.metrics.start_epoch()
-        if task.step % spe:  # resumed inside an epoch
+        if task.step % spe:  # resumed inside an epoch (whose sums so far the metrics took from the checkpoint)
             self.telemetry.start_epoch()
         while task.step < task.total_steps:
             self.watchdog.stepped(task.step)
@@ -72,7 +72,7 @@ class Trainer:
             if task.step % spe == 0:
                 self.metrics.start_epoch()
                 self.telemetry.start_epoch()
-            out = task.train_step()
+            out = step_figures(task.train_step())
             self.telemetry.stepped()
             self.losses.add(task.step, out["loss"])
             if self.metrics.add(out):  # time to show the figures again
@@ -111,7 +111,7 @@ class Trainer:
     def _finish(self) -> Outcome:
         self.telemetry.close()
         self.losses.check()
-        step, final = self.task.step, self.task.final_metrics()
+        step, final = self.task.step, plain_metrics(self.task.final_metrics(), "final_metrics()")
         self.metrics.state.final_metrics = final
         # An earlier write that failed is reported here, but it must not keep the final checkpoint from
         # being written: the disk may have room again.

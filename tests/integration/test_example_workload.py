@@ -47,7 +47,11 @@ def test_sigkill_and_resume_end_bit_equal_to_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--workload", "nowhere.at_all:WORKLOAD"], "--workload 'nowhere.at_all:WORKLOAD': cannot load it"),
+    (["--workload", "nowhere.at_all:WORKLOAD"], "workload 'nowhere.at_all:WORKLOAD': no module 'nowhere' here; "
+                                                "the workload's module must be importable"),
+    (["--workload", "examples.char_lm"], "workload 'examples.char_lm': name the workload object as module:ATTRIBUTE"),
+    (["--workload", "examples.char_lm:CharTask"], "workload 'examples.char_lm:CharTask' is a class: name the "
+                                                  "workload object"),
     (["--workload", WORKLOAD, "--config", "{not json"], "--config: not valid JSON"),
     (["--workload", WORKLOAD, "--config", '{"text": "/no/such/file"}'], "text: no file '/no/such/file'"),
     (["--workload", WORKLOAD, "--config", '{"text": "README.md", "context": 0}'], "context must be a positive"),

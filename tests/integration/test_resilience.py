@@ -13,6 +13,7 @@ from tests.helpers_runs import (
     LOOP,
     discard,
     events,
+    logged,
     manifest_entries,
     run,
     spawn,
@@ -101,6 +102,7 @@ def test_sigkill_campaign_ends_bit_equal_to_an_uninterrupted_run(tmp_path, refer
     assert summary["state"] == "completed" and summary["step"] == LONG_STEPS
     assert summary["restarts"] == len(events(c.path, "resume"))
     assert summary["model_digest"] == reference.digest
+    assert logged(c.path) == logged(reference.path)  # every epoch logged as the uninterrupted run logged it
     # each killed holder's lock record was found stale, broken and recorded
     assert len(events(c.path, "lock-broken")) >= c.resumes_checked
 
@@ -164,4 +166,5 @@ def test_signal_stops_lose_zero_steps_and_end_bit_equal(tmp_path, reference):
     summary = status_of(runs, "sig")
     assert summary["state"] == "completed" and summary["step"] == LONG_STEPS
     assert summary["model_digest"] == reference.digest
+    assert logged(path) == logged(reference.path)
     assert len(stops) == 5 and sorted(stops) == stops  # a run never goes back

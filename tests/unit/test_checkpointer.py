@@ -13,7 +13,7 @@ from jobs.run.run_dir import RunDir
 from jobs.train.checkpointer import Checkpointer
 from jobs.train.config import LoopConfig
 from jobs.train.divergence import Diverged, LossWatch
-from jobs.train.metrics import LoopState
+from jobs.train.metrics import LoopState, Metrics
 from tests.helpers_runs import enospc_after, events
 from tests.tiny_task import TinyTask
 
@@ -22,7 +22,8 @@ def checkpointer(tmp_path, **loop) -> tuple[Checkpointer, TinyTask, RunDir, list
     run, warnings, task = RunDir(tmp_path, "r"), [], TinyTask({})
     run.path.mkdir(parents=True)
     store = CheckpointStore(run.path, weights_of=layout.weights, refuse_nonfinite=True)
-    saver = Checkpointer(task, LoopState(), run, store, LoopConfig(**loop), Ranks(), LossWatch(Ranks()),
+    saver = Checkpointer(task, Metrics(LoopState(), None, 1, Ranks(), task.unit), run, store, LoopConfig(**loop),
+                         Ranks(), LossWatch(Ranks()),
                          run.tolerate_write_failures(warnings.append))
     return saver, task, run, warnings
 
@@ -51,6 +52,7 @@ def test_a_save_commits_the_plain_dict_and_says_so_once(tmp_path):
     assert set(state) == {"format", "step", "epoch", "task", "rng", "loop"} and state["step"] == 1
     assert state["epoch"] == 1 / task.steps_per_epoch and entry["metric"] == 0.5 and entry["epoch_end"]
     assert set(state["rng"]) >= {"python", "numpy", "torch"} and state["loop"]["history"] == []
+    assert state["loop"]["window"]["steps"] == 0  # the epoch under way (this test adds no step to it)
     assert saver.save_if_needed() and len(events(run.path, "checkpoint")) == 1  # this step is saved already
 
 

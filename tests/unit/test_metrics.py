@@ -82,3 +82,20 @@ def test_a_task_that_names_no_unit_is_read_as_the_contract_had_it_before():
     plain = Metrics(LoopState(), None, 1, Ranks(), unit=None)
     plain.add({"loss": 1.0})
     assert plain.unit == "samples" and plain.window.figures(Ranks(), 2.0) == {"train_loss": 1.0, "steps_per_sec": 0.5}
+
+
+def test_an_epoch_resumed_from_its_sums_logs_what_an_uninterrupted_one_does():
+    steps = [{"loss": torch.tensor(0.1 * i + 1 / 3), "images": 7, "correct": torch.tensor(i), "lr": 0.1 / (i + 1),
+              "grad_norm": torch.tensor(i / 7)} for i in range(9)]
+    whole = EpochWindow("images")
+    for out in steps:
+        whole.add(out)
+    cut = EpochWindow("images")
+    for out in steps[:4]:
+        cut.add(out)
+    state = cut.state()
+    assert isinstance(state["correct"], int) and isinstance(state["loss"], float)  # plain numbers, exact
+    resumed = EpochWindow.from_state(state)
+    for out in steps[4:]:
+        resumed.add(out)
+    assert resumed.figures(Ranks(), 1.0) == whole.figures(Ranks(), 1.0)

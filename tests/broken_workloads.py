@@ -1,0 +1,66 @@
+"""Workloads that break the contract in one way each, as a newcomer's might: tests/integration/test_contract.py
+trains each through scripts/run.py and checks the one line (or the traceback) it ends with."""
+import torch
+
+from tests.tiny_task import TinyTask, TinyWorkload
+
+
+class Workload(TinyWorkload):
+    """A TinyWorkload whose task is `task_class`."""
+
+    def __init__(self, task_class, safe_to_change=frozenset({"epochs"})):
+        self.task_class, self.safe_to_change = task_class, safe_to_change
+
+    def build(self, config):
+        return self.task_class(config)
+
+
+class FloatLoss(TinyTask):
+    def train_step(self):
+        return float(super().train_step()["loss"])  # the meaning is clear: the loss
+
+
+class TextStep(TinyTask):
+    def train_step(self):
+        super().train_step()
+        return "done"
+
+
+class TensorMetrics(TinyTask):
+    def evaluate(self):
+        return {"val_score": torch.tensor(0.5), "val_per_sample": torch.ones(16)}
+
+
+class NoModelKey(TinyTask):
+    def state_dict(self):  # its weights under another name: the whole task state is digested instead
+        return {"weights": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+
+
+class Opaque:
+    """Something torch.load(weights_only=True) refuses to rebuild."""
+
+
+class OpaqueState(TinyTask):
+    def state_dict(self):
+        return {**super().state_dict(), "helper": Opaque()}
+
+
+class BuggyStep(TinyTask):
+    def train_step(self):
+        if self.step == 5:
+            return {"loss": 1 / 0}  # the workload's own bug, raised in its code
+        return super().train_step()
+
+
+FLOAT_LOSS = Workload(FloatLoss)
+TEXT_STEP = Workload(TextStep)
+TENSOR_METRICS = Workload(TensorMetrics)
+NO_MODEL_KEY = Workload(NoModelKey)
+OPAQUE_STATE = Workload(OpaqueState)
+BUGGY_STEP = Workload(BuggyStep)
+NOTHING_SAFE = Workload(TinyTask, safe_to_change=frozenset())
