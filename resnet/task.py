@@ -32,7 +32,7 @@ from jobs.checkpoint.model_state import StateReader
 from jobs.errors import UserError
 from resnet import config as run_config
 from resnet.augment import normalize, random_crop_flip
-from resnet.data import Dataset, channel_stats, load_cifar10, make_synthetic, split_train_val
+from resnet.data import CIFAR10_CLASSES, Dataset, channel_stats, load_cifar10, make_synthetic, split_train_val
 from resnet.graphed_step import GraphedStep
 from resnet.models import build_model
 
@@ -238,6 +238,18 @@ class ResNetTask:
         accuracy, loss = self._score(self.test_set)
         return {"test_accuracy": accuracy, "test_loss": loss}
 
+    @property
+    def class_names(self) -> list[str]:
+        classes = self.model.fc.out_features
+        return list(CIFAR10_CLASSES) if self.config["synthetic"] is None else [str(i) for i in range(classes)]
+
+    def score(self, split: str) -> dict:
+        """For scripts/evaluate.py: accuracy and loss on one split, per class, and the confusion matrix."""
+        confusion, loss = self.confusion(self.val_set if split == "val" else self.test_set)
+        per_class = (confusion.diagonal().double() / confusion.sum(1).clamp(min=1).double()).tolist()
+        return {"accuracy": confusion.trace().item() / confusion.sum().item(), "loss": loss,
+                "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
+
     def state_dict(self) -> dict:
         epoch, position = divmod(self.step, self.steps_per_epoch)
         return {"model": self.model_state(), "optimizer": self.optimizer.state_dict(),
@@ -318,6 +330,12 @@ class ResNetWorkload:
 
     def build(self, config: dict) -> ResNetTask:
         return ResNetTask(config)
+
+    def for_evaluation(self, config: dict, device: str) -> dict:
+        """The config to evaluate a run's checkpoints with: on `device`, in fp32, without the fast path's settings
+        (the checkpoints hold the plain module's weights, whatever path trained them)."""
+        return {**config, "fast": False, "compile": False, "bf16": False, "channels_last": False,
+                "deterministic": False, "device": run_config.resolve_device(device)}
 
 
 WORKLOAD = ResNetWorkload()

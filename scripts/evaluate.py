@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Evaluate a run's checkpoints: accuracy, loss, per-class accuracy and the confusion matrix.
+"""Evaluate a run's checkpoints with the run's own workload: its metrics on the held-out or the test split.
 
     python scripts/evaluate.py --run-id demo                         # the final (or newest) checkpoint, test set
     python scripts/evaluate.py --run-id demo --checkpoint all --split val   # every kept checkpoint, in order
     python scripts/evaluate.py --run-id demo --checkpoint best --json
 
-It only reads: no lock, nothing written into the run, so it may run while the run trains. The network
-is rebuilt from the run's frozen config, on the device asked for, in fp32 (whatever the run trained on:
-the checkpoints hold the plain module's weights). A checkpoint that fails its checksum is reported and
-skipped.
+It only reads: no lock, nothing written into the run, so it may run while the run trains. The task is rebuilt
+from the run's frozen config (the workload's `for_evaluation(config, device)` may adjust it: the ResNet evaluates
+on the device asked for, in fp32) and each checkpoint's state loaded into it. It reports the task's
+`score(split)` where it has one (the ResNet: accuracy, loss, per class, the confusion matrix), else its
+`evaluate()` (--split val) or `final_metrics()` (--split test). A checkpoint that fails its checksum is reported
+and skipped.
 """
 import argparse
 import io
@@ -16,20 +18,15 @@ import json
 import sys
 
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from jobs.checkpoint.manifest import committed_entries, verified_bytes
 from jobs.cli import run_main
 from jobs.errors import UserError
 from jobs.readable import readable
 from jobs.run.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, unknown_run_message
-from resnet.config import resolve_device
-from resnet.data import CIFAR10_CLASSES
-from resnet.task import WORKLOAD, ResNetTask
-
-# what evaluation does not need from the training config: the fast path's settings
-EVAL_SETTINGS = {"fast": False, "compile": False, "bf16": False, "channels_last": False, "deterministic": False}
+from jobs.status.table import plain_table
+from jobs.train.contract import plain_metrics
+from jobs.workload import completed, load_workload
 
 
 def select(entries: list[dict], which: str) -> list[dict]:
@@ -63,40 +60,57 @@ def checkpoint_arg(text: str) -> str:
     raise argparse.ArgumentTypeError(f"must be latest, best, final, all or a step number, got {text!r}")
 
 
-def evaluate(task: ResNetTask, run: RunDir, entry: dict, split: str) -> dict:
+def score(task, split: str) -> dict:
+    """The task's figures on `split`: its score() where it has one, else what the loop would log."""
+    if hasattr(task, "score"):
+        return task.score(split)
+    return plain_metrics(task.evaluate(), "evaluate()") if split == "val" else \
+        plain_metrics(task.final_metrics(), "final_metrics()")
+
+
+def evaluate(task, run: RunDir, entry: dict, split: str) -> dict:
     data = verified_bytes(run.path, entry)  # ValueError if it fails its checksum
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    task.model.load_state_dict(state["task"]["model"])
-    confusion, loss = task.confusion(task.val_set if split == "val" else task.test_set)
-    per_class = (confusion.diagonal().double() / confusion.sum(1).clamp(min=1).double()).tolist()
-    return {"step": entry["step"], "epoch": entry["epoch"], "split": split,
-            "accuracy": confusion.trace().item() / confusion.sum().item(), "loss": loss,
-            "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist(), "file": entry["file"]}
+    task.load_state_dict(state["task"])
+    return {"step": entry["step"], "epoch": entry["epoch"], "split": split, **score(task, split), "file": entry["file"]}
 
 
-def show(console: Console, results: list[dict], single: bool, names: list[str]) -> None:
-    table = Table(title=f"{len(results)} checkpoint(s)", header_style="bold")
-    for column in ("step", "epoch", "split", "accuracy", "loss"):
-        table.add_column(column, justify="right")
-    for r in results:
-        table.add_row(str(r["step"]), f"{r['epoch']:g}", r["split"], readable("accuracy", r["accuracy"]),
-                      readable("loss", r["loss"]))
-    console.print(table)
-    if not single:
+def tables(results: list[dict], class_names: list[str] | None) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of each table to show: one row per checkpoint; for one checkpoint with per-class
+    figures, the per-class accuracy and the confusion matrix too."""
+    keys = [k for k, v in results[0].items() if k not in ("step", "epoch", "split", "file") and not isinstance(v, list)]
+    out = [(f"{len(results)} checkpoint(s)", ["step", "epoch", "split", *keys],
+            [[str(r["step"]), f"{r['epoch']:g}", r["split"], *(readable(k, r.get(k)) for k in keys)] for r in results])]
+    (first, *others) = results
+    if others or "per_class_accuracy" not in first:
+        return out
+    names = class_names or [str(i) for i in range(len(first["per_class_accuracy"]))]
+    short = [name[:5] for name in names]  # ten columns fit a terminal
+    out.append(("per-class accuracy", short, [[f"{100 * a:.1f}%" for a in first["per_class_accuracy"]]]))
+    if "confusion_matrix" in first:
+        out.append(("confusion matrix (rows: true class, columns: predicted)", ["", *short],
+                    [[name, *(str(v) for v in row)] for name, row in zip(names, first["confusion_matrix"],
+                                                                         strict=True)]))
+    return out
+
+
+def show(results: list[dict], class_names: list[str] | None) -> None:
+    """Rich tables on a terminal; piped, plain aligned text that nothing cuts off."""
+    if not sys.stdout.isatty():
+        for title, header, rows in tables(results, class_names):
+            print(f"{title}\n{plain_table(header, rows, right=set(header) - {'split', ''})}\n")
         return
-    (r,) = results
-    per_class = Table(title="per-class accuracy", header_style="bold")
-    for name in names:
-        per_class.add_column(name[:5], justify="right")  # ten columns fit a terminal
-    per_class.add_row(*(f"{100 * a:.1f}%" for a in r["per_class_accuracy"]))
-    console.print(per_class)
-    matrix = Table(title="confusion matrix (rows: true class, columns: predicted)", header_style="bold")
-    matrix.add_column("")
-    for name in names:
-        matrix.add_column(name[:5], justify="right")
-    for name, row in zip(names, r["confusion_matrix"], strict=True):
-        matrix.add_row(name, *(str(v) for v in row))
-    console.print(matrix)
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for title, header, rows in tables(results, class_names):
+        table = Table(title=title, header_style="bold")
+        for column in header:
+            table.add_column(column, justify="left" if column in ("split", "") else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
 
 
 def main(argv=None) -> int:
@@ -106,7 +120,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", type=checkpoint_arg,
                         help="latest, best, final, all, or a step (default: final, else latest)")
     parser.add_argument("--split", choices=["val", "test"], default="test")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where to evaluate, for workloads that let evaluation choose (the ResNet does)")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per checkpoint")
     args = parser.parse_args(argv)
     run = RunDir(check_runs_dir(args.runs_dir), args.run_id)
@@ -115,8 +130,11 @@ def main(argv=None) -> int:
     entries = committed_entries(run.path)
     which = args.checkpoint or ("final" if any(e.get("final") for e in entries) else "latest")
     chosen = select(entries, which)
-    config = WORKLOAD.complete(run.read_config()["task"])
-    task = WORKLOAD.build({**config, **EVAL_SETTINGS, "device": resolve_device(args.device)})
+    frozen = run.read_config()
+    workload = load_workload(frozen["workload"])
+    config = completed(workload, frozen["task"])
+    for_evaluation = getattr(workload, "for_evaluation", None)
+    task = workload.build(for_evaluation(config, args.device) if for_evaluation else config)
     results = []
     for entry in chosen:
         try:
@@ -128,9 +146,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(results))
     else:
-        classes = len(results[0]["per_class_accuracy"])
-        names = CIFAR10_CLASSES if config["synthetic"] is None else [str(i) for i in range(classes)]
-        show(Console(), results, single=len(chosen) == 1, names=list(names))
+        show(results, getattr(task, "class_names", None))
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from jobs.cli import positive_float, run_main
 from jobs.errors import UserError
 from jobs.run.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, unknown_run_message, validate_run_id
+from jobs.status.detail import plain_run_detail
 from jobs.status.summary import collect
 from jobs.status.table import plain_runs_table  # no rich: the piped table stays fast
 
@@ -52,13 +53,17 @@ def main(argv=None) -> int:
         # one run: indented for reading; many: compact (json's C encoder; indenting is pure Python, 3x slower)
         print(json.dumps(runs[0], indent=1) if args.run_id else json.dumps(runs))
         return 0
-    if not args.watch and not args.run_id and not sys.stdout.isatty():
-        print(plain_runs_table(collect(args.runs_dir)))  # piped or under sbatch: plain aligned text
+    if not args.watch and not sys.stdout.isatty():  # piped or under sbatch: plain aligned text
+        if args.run_id:
+            run = RunDir(args.runs_dir, args.run_id)
+            print(plain_run_detail(collect(args.runs_dir, [args.run_id])[0], run.events(), run.metrics()))
+        else:
+            print(plain_runs_table(collect(args.runs_dir)))
         return 0
     from rich.console import Console
     from rich.live import Live
 
-    # piped or under sbatch there is no terminal width: rich would squeeze the table into 80 columns
+    # --watch piped: there is no terminal width, and rich would squeeze the table into 80 columns
     console = Console(width=None if sys.stdout.isatty() else 200)
     if not args.watch:
         console.print(render(args))

@@ -75,3 +75,30 @@ def test_a_partial_config_resumes_with_its_defaults_filled_in(tmp_path):
     assert frozen["context"] == 32 and frozen["lr"] == 3e-3  # the workload's defaults, frozen
     code, out, err = call("run", *args, "--resume-if-exists")
     assert code == 0 and "contradicts" not in err, err
+
+
+def test_evaluate_report_and_status_speak_the_workloads_words(tmp_path):
+    """The tools build the run's own workload: evaluate.py scores char_lm's checkpoints with its evaluate() and
+    final_metrics(), report.py and status.py show its metric names and its unit."""
+    args = lm_args(tmp_path, "lm")
+    args[args.index("--config") + 1] = json.dumps({"text": str(tmp_path / "text.txt"), "steps_per_epoch": 4,
+                                                   "epochs": 2, "hidden": 8, "embed": 4, "context": 8})
+    code, out, err = call("run", *args)
+    assert code == 0, err
+    runs = tmp_path / "runs"
+    code, out, err = call("evaluate", "--run-id", "lm", "--runs-dir", runs, "--json")
+    assert code == 0, err
+    (final,) = json.loads(out)
+    finish = events(runs / "lm", "finish")[0]
+    assert final["split"] == "test" and final["test_accuracy"] == finish["test_accuracy"]
+    code, out, err = call("evaluate", "--run-id", "lm", "--runs-dir", runs, "--split", "val", "--checkpoint", "all")
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if line.startswith("step"))
+    assert header.split() == ["step", "epoch", "split", "val_accuracy", "val_loss", "val_bits_per_byte"]
+    code, out, err = call("report", "lm", "--runs-dir", runs, "--output", tmp_path / "lm.png")
+    assert code == 0, err
+    assert "| best validation accuracy | test accuracy | test bits per byte | test loss |" in out
+    assert " tok/s |" in out
+    code, out, err = call("status", "--run-id", "lm", "--runs-dir", runs)
+    assert code == 0, err
+    assert "validation bits per byte" in out and "tokens/s" in out and "unit                    tokens" in out

@@ -3,9 +3,9 @@ generic names, and the cells of the plain table."""
 import socket
 import time
 
+from jobs.status.detail import sparkline
 from jobs.status.summary import in_workload_words, run_state
 from jobs.status.table import plain_runs_table, rate
-from jobs.status.view import sparkline
 
 
 def test_run_state_rules():
