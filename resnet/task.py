@@ -26,9 +26,9 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from jobs.checkpoint.model_state import StateReader
+from jobs.distributed.ddp import replicate
 from jobs.errors import UserError
 from resnet import config as run_config
 from resnet.augment import normalize, random_crop_flip
@@ -114,10 +114,7 @@ class ResNetTask:
         self.model_state = StateReader(self.model)  # model.state_dict(), without its walk at every save
         self.forward = self.model
         if dist.is_initialized():  # every rank starts from the same weights (same seed), DDP checks it
-            self.forward = DistributedDataParallel(self.model, device_ids=[self.device.index or 0]
-                                                   if self.device.type == "cuda" else None,
-                                                   bucket_cap_mb=ONE_BUCKET_MB)
-            self.forward.register_comm_hook(None, all_reduce_in_model_order(self.model, self.world_size))
+            self.forward = replicate(self.model, self.device)
         self.startup_phases["model"] = time.perf_counter() - started
         if config["compile"]:
             started = time.perf_counter()
@@ -275,37 +272,6 @@ class ResNetTask:
         self.augment_generator.set_state(state["augment_generator"])
         self.step = state["step"]
         self._permutation_epoch = None
-
-
-ONE_BUCKET_MB = 4096  # all of a CIFAR ResNet's gradients in one DDP bucket (ResNet-110: 7 MB)
-
-
-def all_reduce_in_model_order(model: torch.nn.Module, world_size: int):
-    """A DDP communication hook: the mean of the gradients over the ranks, all-reduced in the order of the
-    model's parameters.
-
-    DDP regroups its bucket after the first step of each process (in the order the gradients became ready),
-    and with more than two ranks where a gradient sits in the all-reduced buffer changes the order of its
-    sum: a resumed process (its first step) would add in another order than the uninterrupted one. One
-    bucket, summed in a fixed order, keeps a resumed run bit-exact for any number of ranks."""
-    position = {id(p): i for i, p in enumerate(model.parameters())}
-
-    def hook(process_group, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
-        gradients, parameters = bucket.gradients(), bucket.parameters()
-        order = sorted(range(len(parameters)), key=lambda i: position[id(parameters[i])])
-        flat = torch.cat([gradients[i].reshape(-1) for i in order]).div_(world_size)
-
-        def scatter(future: torch.futures.Future) -> torch.Tensor:
-            reduced = future.value()[0]
-            offset = 0
-            for i in order:
-                gradients[i].copy_(reduced[offset:offset + gradients[i].numel()].view_as(gradients[i]))
-                offset += gradients[i].numel()
-            return bucket.buffer()
-
-        return dist.all_reduce(flat, group=process_group, async_op=True).get_future().then(scatter)
-
-    return hook
 
 
 def compile_model(model: torch.nn.Module):

@@ -271,6 +271,24 @@ def spawn(script: str, *args: str, slow: float | None = None, env: dict | None =
     return Proc(pid, out_path, err_path, zygote=z)
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and every process below it, at once (torchrun starts its ranks in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
 def discard(proc: Proc | None) -> None:
     """SIGKILL a process this test started and no longer needs, if it still runs."""
     if proc is not None and proc.poll() is None:

@@ -35,7 +35,10 @@ def restore(run: RunDir, task: Task, ranks: Ranks, reporter: Reporter) -> tuple[
     restore_rng(mine["rng"])  # after building the task: its construction drew from the global RNGs
     # metrics of epochs whose checkpoint never committed are replaced by the committed history
     run.write_metrics(state["loop"]["history"])
-    return LoopState.from_dict(state["loop"]), entry
+    loop_state = LoopState.from_dict(state["loop"])
+    if "window" in mine:  # this rank's own sums of the epoch under way
+        loop_state.window = mine["window"]
+    return loop_state, entry
 
 
 def announce(run: RunDir, task: Task, ranks: Ranks, reporter: Reporter, resumed: bool, changes: dict,

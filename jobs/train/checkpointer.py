@@ -86,8 +86,9 @@ class Checkpointer:
         """The checkpoint's dict (None on ranks other than 0, whose RNG and generator states it holds too)."""
         task = self.task
         mine = {"rng": capture_rng()}
-        if self.ranks.distributed:
+        if self.ranks.distributed:  # what differs between ranks: each one's generators and epoch sums
             mine["task"] = getattr(task, "rank_state_dict", dict)()
+            mine["window"] = self.metrics.window.state()
         every_rank = self.ranks.gather(mine)
         if not self.ranks.is_writer:
             return None

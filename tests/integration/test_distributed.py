@@ -4,7 +4,7 @@ The ranks are started the way torchrun starts them (RANK, WORLD_SIZE, LOCAL_RANK
 environment), here by the test itself so that it can signal or kill one rank alone; one test goes through
 torchrun and its Ctrl-C. A 3-rank run interrupted in each way and resumed must end with the weights of an
 uninterrupted 3-rank run, bit for bit (three, not two: with more than two ranks the order in which the
-gradients are summed matters, see resnet/task.py's all_reduce_in_model_order). The SLURM launches (srun,
+gradients are summed matters, see jobs/distributed/ddp.py's all_reduce_in_model_order). The SLURM launches (srun,
 submitit), with two tasks, are in tests/slurm/test_slurm_e2e.py.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from jobs.checkpoint.manifest import committed_entries
 from jobs.checkpoint.store import CheckpointStore
-from tests.helpers_runs import events, final_digest
+from tests.helpers_runs import events, final_digest, logged
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -114,7 +114,7 @@ def reference(reference_run) -> str:
     return final_digest(reference_run)
 
 
-def test_a_signal_to_one_rank_stops_both_at_one_step_and_resume_is_exact(tmp_path, reference):
+def test_a_signal_to_one_rank_stops_both_at_one_step_and_resume_is_exact(tmp_path, reference, reference_run):
     runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "term1"
     ranks = train(tmp_path, runs, "term1")
     wait_for_checkpoint(run_dir, ranks)
@@ -138,9 +138,10 @@ def test_a_signal_to_one_rank_stops_both_at_one_step_and_resume_is_exact(tmp_pat
     assert again.wait() == [0] * WORLD, again.output()
     assert events(run_dir, "resume")[0]["step"] == stop_step  # zero steps lost
     assert final_digest(run_dir) == reference
+    assert logged(run_dir) == logged(reference_run)  # every rank's epoch sums resumed
 
 
-def test_a_rank_killed_alone_does_not_hang_the_other_and_resume_is_exact(tmp_path, reference):
+def test_a_rank_killed_alone_does_not_hang_the_other_and_resume_is_exact(tmp_path, reference, reference_run):
     runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "kill1"
     ranks = train(tmp_path, runs, "kill1")
     wait_for_checkpoint(run_dir, ranks)
@@ -159,9 +160,10 @@ def test_a_rank_killed_alone_does_not_hang_the_other_and_resume_is_exact(tmp_pat
     assert again.wait() == [0] * WORLD, again.output()
     assert events(run_dir, "resume")[0]["step"] == committed  # from the last committed checkpoint
     assert final_digest(run_dir) == reference
+    assert logged(run_dir) == logged(reference_run)  # every rank's epoch sums resumed
 
 
-def test_torchrun_ctrl_c_then_resume_is_exact(tmp_path, reference):
+def test_torchrun_ctrl_c_then_resume_is_exact(tmp_path, reference, reference_run):
     runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "tr"
     command = [PY, "-m", "torch.distributed.run", "--nproc-per-node", str(WORLD), "--master-port", str(free_port())]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOBS_TEST_"))}
@@ -185,6 +187,7 @@ def test_torchrun_ctrl_c_then_resume_is_exact(tmp_path, reference):
     assert done.returncode == 0, done.stdout + done.stderr
     assert events(run_dir, "resume")[0]["step"] == stops[0]["step"]
     assert final_digest(run_dir) == reference
+    assert logged(run_dir) == logged(reference_run)  # every rank's epoch sums resumed
 
 
 def test_resume_with_another_world_size_is_refused(tmp_path, reference_run):
