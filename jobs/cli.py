@@ -1,7 +1,9 @@
 """Pieces shared by the command-line entry points: run, resume and loop flags, and the bad-input guard.
 (The one shared module that imports packages: it sits on top, for scripts/.)"""
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from jobs.errors import UserError
 from jobs.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
@@ -107,6 +109,23 @@ def loop_config_from_args(args: argparse.Namespace) -> LoopConfig:
                       keep_every_epochs=args.keep_every_epochs, max_requeues=args.max_requeues,
                       max_crash_retries=args.max_crash_retries, stop_on_nonfinite=not args.allow_nonfinite,
                       hang_timeout_seconds=args.hang_timeout_seconds)
+
+
+def read_config(text: str) -> dict:
+    """A JSON object given inline, or the path of a file holding one."""
+    source = text if text.lstrip().startswith("{") else None
+    if source is None:
+        try:
+            source = Path(text).read_text()
+        except OSError as e:
+            raise UserError(f"--config: cannot read {text} ({e.strerror})") from None
+    try:
+        config = json.loads(source)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--config: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise UserError("--config: a JSON object is needed")
+    return config
 
 
 def run_main(main) -> None:

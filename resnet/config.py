@@ -112,8 +112,9 @@ def config_from_args(args: argparse.Namespace, resolve: bool = True) -> dict:
 
 
 def complete(config: dict) -> dict:
-    """A frozen config with the fields added since it was written, set as that run had them."""
-    return {**LEGACY, **config}
+    """A config with every field: those a config leaves out (one given to run.py or check_workload.py) at the
+    paper preset's defaults, those added since a run was frozen (LEGACY) as that run had them."""
+    return {**DEFAULTS, **LEGACY, **config}
 
 
 def validate(config: dict) -> None:

@@ -10,8 +10,6 @@ signals, requeues, status.py, resume.py, sbatch and submitit — is the same as 
 (docs/your-own-training.md).
 """
 import argparse
-import json
-from pathlib import Path
 
 from jobs.signals import catch_early
 
@@ -23,28 +21,12 @@ from jobs.cli import (  # noqa: E402
     add_run_arguments,
     launch_mode,
     loop_config_from_args,
+    read_config,
     run_main,
 )
 from jobs.errors import UserError  # noqa: E402
 from jobs.launch.launcher import launch  # noqa: E402
 from jobs.workload import completed, load_workload  # noqa: E402
-
-
-def read_config(text: str) -> dict:
-    """A JSON object given inline, or the path of a file holding one."""
-    source = text if text.lstrip().startswith("{") else None
-    if source is None:
-        try:
-            source = Path(text).read_text()
-        except OSError as e:
-            raise UserError(f"--config: cannot read {text} ({e.strerror})") from None
-    try:
-        config = json.loads(source)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--config: not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise UserError("--config: a JSON object is needed")
-    return config
 
 
 def main(argv=None) -> int:

@@ -64,3 +64,57 @@ NO_MODEL_KEY = Workload(NoModelKey)
 OPAQUE_STATE = Workload(OpaqueState)
 BUGGY_STEP = Workload(BuggyStep)
 NOTHING_SAFE = Workload(TinyTask, safe_to_change=frozenset())
+
+
+class ForgetsItsOptimizer(TinyTask):
+    """Adam's moments are not in its state: a resumed run starts them from zero."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.01)
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.step = state["step"]
+
+
+class LoopsOverALoader(TinyTask):
+    """The usual loop: `for batch in loader` with shuffle=True, a new iterator each epoch, its generator unsaved."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        dataset = torch.utils.data.TensorDataset(self.inputs, self.targets)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True, drop_last=True,
+                                                  generator=torch.Generator().manual_seed(0))
+        self.batches = None
+
+    def train_step(self):
+        if self.batches is None or self.step % self.steps_per_epoch == 0:
+            self.batches = iter(self.loader)
+        inputs, targets = next(self.batches)
+        loss = torch.nn.functional.mse_loss(self.model(inputs).squeeze(1), targets)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.detach(), "samples": len(targets)}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.batches = None
+
+
+class ShufflesFromTheGlobalRNG(LoopsOverALoader):
+    """The same loop with a loader that shuffles from the global RNG: saved, but the epoch starts over."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.loader = torch.utils.data.DataLoader(self.loader.dataset, batch_size=4, shuffle=True, drop_last=True)
+
+
+FORGETS_ITS_OPTIMIZER = Workload(ForgetsItsOptimizer)
+LOOPS_OVER_A_LOADER = Workload(LoopsOverALoader)
+SHUFFLES_FROM_THE_GLOBAL_RNG = Workload(ShufflesFromTheGlobalRNG)
