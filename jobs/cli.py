@@ -96,6 +96,9 @@ def add_loop_arguments(parser: argparse.ArgumentParser, defaults: LoopConfig | N
                         f"{d.max_crash_retries})")
     g.add_argument("--allow-nonfinite", action="store_true", default=not d.stop_on_nonfinite,
                    help="train on when the loss is NaN or infinite (default: stop the run as diverged, exit 4)")
+    g.add_argument("--tensorboard", action="store_true", default=d.tensorboard,
+                   help="write the run's scalars for TensorBoard under <run>/tensorboard (pip install -e "
+                        "'.[tensorboard]'); `tensorboard --logdir checkpoints` shows every run")
     g.add_argument("--hang-timeout-seconds", type=non_negative_float, default=d.hang_timeout_seconds,
                    help=f"no training step for this long (first step and evaluations included): the trainer is "
                         f"hung, dumps its stacks and exits 7, which the batch job retries (default "
@@ -108,7 +111,7 @@ def loop_config_from_args(args: argparse.Namespace) -> LoopConfig:
                       eval_every_epochs=args.eval_every_epochs, keep_last=args.keep_last,
                       keep_every_epochs=args.keep_every_epochs, max_requeues=args.max_requeues,
                       max_crash_retries=args.max_crash_retries, stop_on_nonfinite=not args.allow_nonfinite,
-                      hang_timeout_seconds=args.hang_timeout_seconds)
+                      tensorboard=args.tensorboard, hang_timeout_seconds=args.hang_timeout_seconds)
 
 
 def read_config(text: str) -> dict:

@@ -1,4 +1,5 @@
 """What a launch trains: the workload and config given, checked against the run being resumed (rank 0 plans)."""
+import importlib.util
 from dataclasses import dataclass
 
 from jobs.checkpoint.manifest import committed_entries
@@ -80,6 +81,8 @@ def make_plan(run: RunDir, workload_ref: str | None, task_config: dict | None, m
         task_config = given
         loop = loop or LoopConfig(**frozen.get("loop", {}))
     loop = loop or LoopConfig()
+    if loop.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'")
     workload.validate(task_config)
     before = (frozen or {}).get("loop", {})
     loop_changes = {k: v for k, v in loop.to_dict().items() if k in before and before[k] != v} if exists else None

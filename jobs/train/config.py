@@ -15,6 +15,7 @@ class LoopConfig:
     max_requeues: int = 200  # SLURM self-requeues before giving up (jobs.slurm.requeue)
     max_crash_retries: int = DEFAULT_MAX_CRASH_RETRIES  # requeues after the trainer crashed (jobs.supervise.crash)
     stop_on_nonfinite: bool = True  # a NaN/inf loss stops the run as diverged (--allow-nonfinite: off)
+    tensorboard: bool = False  # the run's scalars under <run>/tensorboard (jobs.train.tensorboard)
     hang_timeout_seconds: float = 1800.0  # no step this long: the trainer ends itself (train.hang_watchdog); 0: off
 
     def to_dict(self) -> dict:

@@ -16,6 +16,7 @@ from jobs.train.config import LoopConfig
 from jobs.train.metrics import Metrics
 from jobs.train.progress import Reporter
 from jobs.train.startup import StartupClock
+from jobs.train.tensorboard import DIRECTORY, NoTensorBoard, TensorBoardLog
 from jobs.workload import Task
 
 
@@ -25,6 +26,8 @@ class Telemetry:
         self.task, self.run, self.reporter, self.metrics, self.checkpointer = task, run, reporter, metrics, checkpointer
         self.loop, self.ranks, self.restarts, self.clock = loop, ranks, restarts, clock
         self.step_file = StepFile.from_environment()
+        self.tensorboard = TensorBoardLog(run.path / DIRECTORY, task.step) if loop.tensorboard and ranks.is_writer \
+            else NoTensorBoard()
         self.startup: dict | None = None  # the phases of this start, once its first step is done
         self.started = time.time()
         self._last_status = 0.0
@@ -41,9 +44,11 @@ class Telemetry:
         self.step_file.write(self.task.step)
         self.status("running")
 
-    def stepped(self) -> None:
-        """After each step: the supervisor's step file; after the first, the first-step event."""
+    def stepped(self, out: dict) -> None:
+        """After each step: the supervisor's step file, TensorBoard's pending step; after the first step, the
+        first-step event."""
         self.step_file.write(self.task.step)
+        self.tensorboard.step(self.task.step, out)
         if self.startup is None:
             self._first_step_done()
 
@@ -67,15 +72,23 @@ class Telemetry:
         spe = self.task.steps_per_epoch
         self.reporter.step(self.epoch + (self.task.step % spe > 0), self.epochs, self.task.step % spe or spe, spe,
                            self.metrics.progress())
+        self.tensorboard.flush()
 
     def end_epoch(self, record: dict) -> None:
         """The metrics file, rewritten whole, and the epoch's plain line."""
         self.run.write_metrics(self.metrics.state.history)
+        self.tensorboard.epoch(record)
+        self.tensorboard.flush()
         shown = readable_fields(record, skip=("time", "epoch", "step"))
         self.reporter.end_epoch(f"epoch {self.epoch}/{self.epochs} step {self.task.step} {shown}")
 
+    def before_save(self) -> None:
+        """What a checkpoint must find on disk when it is taken: TensorBoard's steps up to it."""
+        self.tensorboard.flush()
+
     def close(self) -> None:
         self.reporter.close()
+        self.tensorboard.close()
 
     # -- status ----------------------------------------------------------------------------------------
     def heartbeat(self) -> None:

@@ -66,6 +66,7 @@ class Trainer:
         while task.step < task.total_steps:
             self.watchdog.stepped(task.step)
             if self.stop.at_boundary(save_due=self.checkpointer.due()):  # rank 0's cadence asks for a save
+                self.telemetry.before_save()
                 self.checkpointer.save()
             if self.stop.signal:
                 return self._stop()
@@ -73,7 +74,7 @@ class Trainer:
                 self.metrics.start_epoch()
                 self.telemetry.start_epoch()
             out = step_figures(task.train_step())
-            self.telemetry.stepped()
+            self.telemetry.stepped(out)
             self.losses.add(task.step, out["loss"])
             if self.metrics.add(out):  # time to show the figures again
                 if not self.ranks.distributed:  # with several, only where all ranks check at once
