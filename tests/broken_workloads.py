@@ -20,6 +20,11 @@ class FloatLoss(TinyTask):
         return float(super().train_step()["loss"])  # the meaning is clear: the loss
 
 
+class LossOnly(TinyTask):
+    def train_step(self):
+        return {"loss": super().train_step()["loss"]}  # no count, no accuracy: the loss is enough
+
+
 class TextStep(TinyTask):
     def train_step(self):
         super().train_step()
@@ -58,6 +63,7 @@ class BuggyStep(TinyTask):
 
 
 FLOAT_LOSS = Workload(FloatLoss)
+LOSS_ONLY = Workload(LossOnly)
 TEXT_STEP = Workload(TextStep)
 TENSOR_METRICS = Workload(TensorMetrics)
 NO_MODEL_KEY = Workload(NoModelKey)

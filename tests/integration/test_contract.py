@@ -19,7 +19,7 @@ def train(runs, workload: str, *extra, run_id="w"):
                 "--runs-dir", runs, *extra)
 
 
-@pytest.mark.parametrize("workload", ["FLOAT_LOSS", "NO_MODEL_KEY"])
+@pytest.mark.parametrize("workload", ["FLOAT_LOSS", "LOSS_ONLY", "NO_MODEL_KEY"])
 def test_what_the_contract_allows_trains_to_the_end(tmp_path, workload):
     code, out, err = train(tmp_path, workload)
     assert code == 0, err

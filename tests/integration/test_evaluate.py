@@ -58,6 +58,9 @@ def test_it_only_reads_and_takes_no_lock(tmp_path, reference):
         code, out, err = evaluate(tmp_path, "--checkpoint", "best")
         assert code == 0, err
         assert "per-class accuracy" in out and "confusion matrix" in out
+        # piped, nothing is cut off: the confusion matrix's rows hold every class, the last one too
+        rows = out.split("confusion matrix")[1].strip().splitlines()[1:]
+        assert len(rows) == 11 and rows[-1].split()[0] == "9" and all(len(row.split()) == 11 for row in rows[1:])
         assert tree_snapshot(tmp_path) == before
     finally:
         end(holder)

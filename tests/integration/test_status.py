@@ -101,6 +101,8 @@ def test_status_table_and_detail_render(lifecycle, monkeypatch):
     code, out, err = call("status", "--runs-dir", lifecycle["runs"], "--run-id", "st")
     assert code == 0, err
     assert "recent events" in out and "per-epoch metrics" in out and "resume" in out
+    # piped: plain aligned text, no boxes, no width it was squeezed to or padded out to
+    assert not set("┏━┃│└") & set(out) and all(line == line.rstrip() for line in out.splitlines()), out
 
 
 def test_status_and_resume_of_a_finished_run_do_not_import_torch(lifecycle):
