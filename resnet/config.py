@@ -43,8 +43,6 @@ PRESETS = {
     "better": {"epochs": 150, "train_on_all": True, "weight_decay": 5e-4, "nesterov": True, "schedule": "cosine",
                "label_smoothing": 0.1, "eval_flip": True},
 }
-# Fields added after runs were first frozen: such a run had their defaults, and resumes with them (complete()).
-LEGACY = {field: DEFAULTS[field] for field in ("preset", "nesterov", "label_smoothing", "eval_flip", "fast", "compile")}
 # what a resumed run may change (with --override): the fast path's settings change speed, not the recipe
 SAFE_TO_CHANGE = frozenset({"epochs", "data_dir", "fast", "compile", "bf16", "channels_last"})
 TRAINING_FIELDS = ("block", "size", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
@@ -112,9 +110,10 @@ def config_from_args(args: argparse.Namespace, resolve: bool = True) -> dict:
 
 
 def complete(config: dict) -> dict:
-    """A config with every field: those a config leaves out (one given to run.py or check_workload.py) at the
-    paper preset's defaults, those added since a run was frozen (LEGACY) as that run had them."""
-    return {**DEFAULTS, **LEGACY, **config}
+    """A config with every field: those it leaves out (a config given to run.py or check_workload.py) as its
+    preset has them, the paper's by default. A run frozen before a field existed (preset, nesterov,
+    label_smoothing, eval_flip, fast, compile) had the paper's default for it, and resumes with it."""
+    return {**DEFAULTS, **PRESETS.get(config.get("preset", "paper"), {}), **config}
 
 
 def validate(config: dict) -> None:

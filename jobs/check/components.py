@@ -43,24 +43,39 @@ def _loader_state(loader: DataLoader) -> dict:
             "sampler": sampler.generator.get_state() if getattr(sampler, "generator", None) is not None else None}
 
 
+def _kind(name: str, value) -> tuple[str, str] | None:
+    """(kind, fingerprint) of a part that decides a task's future; None for anything else."""
+    if isinstance(value, torch.nn.Module):
+        return "a model", fingerprint(value.state_dict())
+    if isinstance(value, torch.optim.Optimizer):
+        return "an optimizer", fingerprint(value.state_dict())
+    if isinstance(value, torch.optim.lr_scheduler.LRScheduler):
+        return "an LR scheduler", fingerprint(value.state_dict())
+    if isinstance(value, torch.Generator):
+        return "a generator", fingerprint(value.get_state())
+    if isinstance(value, DataLoader):
+        return "a data loader", fingerprint(_loader_state(value))
+    # a public int (a step, a position); a private one, or a float (a timer, the last loss), is not the state
+    if type(value) is int and not name.rsplit(".", 1)[-1].startswith("_"):
+        return "a counter", fingerprint(value)
+    return None
+
+
 def components(task) -> dict[str, tuple[str, str]]:
-    """{name: (kind, fingerprint)} of the task's attributes that decide its future, and of the global RNGs."""
+    """{name: (kind, fingerprint)} of the task's attributes that decide its future (and of those in its dicts,
+    lists and tuples), and of the global RNGs."""
     found = {"the global RNGs": ("the global RNGs", fingerprint(
         [torch.get_rng_state(), np.random.get_state()[1], random.getstate()[1]]))}
     for attribute, value in vars(task).items():
-        name = f"task.{attribute}"
-        if isinstance(value, torch.nn.Module):
-            found[name] = ("a model", fingerprint(value.state_dict()))
-        elif isinstance(value, torch.optim.Optimizer):
-            found[name] = ("an optimizer", fingerprint(value.state_dict()))
-        elif isinstance(value, torch.optim.lr_scheduler.LRScheduler):
-            found[name] = ("an LR scheduler", fingerprint(value.state_dict()))
-        elif isinstance(value, torch.Generator):
-            found[name] = ("a generator", fingerprint(value.get_state()))
-        elif isinstance(value, DataLoader):
-            found[name] = ("a data loader", fingerprint(_loader_state(value)))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not attribute.startswith("_"):
-            found[name] = ("a counter", fingerprint(value))  # (a private number is taken for a cache)
+        if isinstance(value, dict):
+            items = value.items()
+        else:
+            items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+        for key, item in items:
+            name = f"task.{attribute}" if key is None else f"task.{attribute}[{key!r}]"
+            part = _kind(name, item)
+            if part is not None:
+                found[name] = part
     return found
 
 

@@ -17,14 +17,13 @@ from jobs.check.components import components, first_difference
 from jobs.checkpoint import layout
 from jobs.checkpoint.rng import capture_rng, restore_rng
 from jobs.checkpoint.store import CheckpointStore
-from jobs.errors import UserError
-from jobs.train.contract import plain_metrics, step_figures
+from jobs.errors import ContractError, UserError
+from jobs.train.contract import one_step, plain_metrics, step_figures
 from jobs.workload import completed, load_workload
 
 STEPS_AFTER = 2  # steps compared after each resume
 DEFAULT_START_METHOD = multiprocessing.get_start_method()
 FRESH = multiprocessing.get_context("forkserver")
-FRESH.set_forkserver_preload(["torch", "torch._dynamo", "numpy"])  # the optimizers import torch._dynamo
 
 ADVICE = {
     "a model": "its weights are not restored: put them in state_dict() and load them in load_state_dict()",
@@ -42,7 +41,9 @@ ADVICE = {
 def advance(task, steps: int) -> None:
     """Steps as the loop takes them: each one's figures checked, an evaluation at each epoch's end."""
     for _ in range(steps):
+        before = task.step
         step_figures(task.train_step())
+        one_step(before, task.step)
         if task.step % task.steps_per_epoch == 0:
             plain_metrics(task.evaluate(), "evaluate()")
 
@@ -55,15 +56,21 @@ def build(workload_ref: str, config: dict):
 
 
 def resume_points(task) -> list[int]:
-    """An epoch's end, and the middle of the next epoch (if an epoch has more than one step)."""
+    """An epoch's end, then a step inside an epoch after the first point's trace (none if an epoch is one step)."""
     spe = task.steps_per_epoch
-    points = [spe] + ([spe + max(spe // 2, 1)] if spe > 1 else [])
+    points = [spe]
+    if spe > 1:
+        inside = max(spe + spe // 2, spe + STEPS_AFTER)
+        points.append(inside + 1 if inside % spe == 0 else inside)
     needed = points[-1] + STEPS_AFTER
     if task.total_steps < needed:
-        raise UserError(f"the check trains {needed} steps (it resumes at step {spe}, an epoch's end"
-                        f"{f', and at step {points[1]}' if spe > 1 else ''}), but this config has only "
-                        f"{task.total_steps}: give it more epochs")
+        raise UserError(f"the check trains {needed} steps (it resumes at {describe(points, spe)}), but this config "
+                        f"has only {task.total_steps}: give it more epochs")
     return points
+
+
+def describe(points: list[int], spe: int) -> str:
+    return " and ".join(f"step {p} ({'an epoch end' if p % spe == 0 else 'inside an epoch'})" for p in points)
 
 
 def save(task, directory: Path) -> None:
@@ -82,9 +89,10 @@ def trace(task, steps: int) -> list[dict]:
     return seen
 
 
-def check(workload_ref: str, config: dict) -> list[str]:
-    """What first differs at each resume point (one line each); empty if every resume is exact."""
-    multiprocessing.forkserver.ensure_running()  # it imports torch while this process trains the reference
+def check(workload_ref: str, config: dict) -> tuple[str, list[str]]:
+    """(the resume points, described; what first differs at each, one line each: none if every resume is exact)."""
+    FRESH.set_forkserver_preload(["torch", "torch._dynamo", "numpy"])  # the optimizers import torch._dynamo
+    multiprocessing.forkserver.ensure_running()  # it imports them while this process trains the reference
     task = build(workload_ref, config)
     points = resume_points(task)
     problems = []
@@ -98,7 +106,7 @@ def check(workload_ref: str, config: dict) -> list[str]:
         for point in points:
             got = continue_in_a_fresh_process(Path(scratch) / str(point), workload_ref, config)
             problems += [problem for problem in [compare(point, task.steps_per_epoch, wanted[point], got)] if problem]
-    return problems
+    return describe(points, task.steps_per_epoch), problems
 
 
 def continue_in_a_fresh_process(directory: Path, workload_ref: str, config: dict) -> list[dict]:
@@ -107,18 +115,24 @@ def continue_in_a_fresh_process(directory: Path, workload_ref: str, config: dict
                                                     torch.get_num_threads()))
     process.start()
     send.close()
-    try:
-        failed, seen = receive.recv()
-    except EOFError:
-        failed, seen = True, f"it ended with exit code {process.join() or process.exitcode}"
+    while not receive.poll(1.0):
+        if not process.is_alive():
+            process.join()
+            raise RuntimeError(f"the resumed process ended with exit code {process.exitcode} before it reported")
+    failure, seen = receive.recv()
     process.join()
-    if failed:
-        raise RuntimeError(f"the resumed process failed: {seen}")
+    if failure == "contract":
+        raise ContractError(seen)
+    if failure == "input":
+        raise UserError(seen)
+    if failure:
+        raise RuntimeError(f"the resumed process failed (the workload's building or loading, in a fresh process):\n"
+                           f"{seen}")
     return seen
 
 
 def compare(point: int, spe: int, wanted: list[dict], got: list[dict]) -> str | None:
-    where = f"resumed at step {point} ({'an epoch end' if point % spe == 0 else 'inside an epoch'})"
+    where = f"resumed at {describe([point], spe)}"
     difference = first_difference(wanted[0], got[0])
     if difference:
         name, kind = difference
@@ -152,6 +166,10 @@ def _continue(send, directory: str, workload_ref: str, config: dict, steps: int,
         state, _ = CheckpointStore(Path(directory)).load_latest()
         task.load_state_dict(state["task"])
         restore_rng(state["rng"])
-        send.send((False, trace(task, steps)))
+        send.send((None, trace(task, steps)))
+    except ContractError as e:
+        send.send(("contract", str(e)))
+    except UserError as e:
+        send.send(("input", str(e)))
     except BaseException:
-        send.send((True, traceback.format_exc()))
+        send.send(("error", traceback.format_exc()))

@@ -7,16 +7,20 @@ The store does not know the task's state: `weights_of(state)` says where the mod
 """
 import hashlib
 import io
+import pickle
 import time
 from pathlib import Path
 
 import torch
+from torch.serialization import get_unsafe_globals_in_checkpoint
 
 from jobs import testing
 from jobs.checkpoint.layout import CHECKPOINTS, FORMAT, MANIFEST, TEMP_FILES, checkpoint_name, sidecar_name
 from jobs.checkpoint.manifest import committed_entries, verified_bytes
 from jobs.errors import CONTRACT, ContractError, UserError
 from jobs.run.files import write_atomic, write_json_atomic
+
+STATE_HOLDS = f"a task's state_dict() may hold tensors, numbers, strings, lists and dicts ({CONTRACT})"
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
@@ -72,7 +76,6 @@ class CheckpointStore:
         self.weights_of = weights_of  # where the model's weights are in a state (digest, non-finite check)
         self.refuse_nonfinite = refuse_nonfinite  # a diverged run's weights are never committed
         self.write = testing.slow_checkpoint_write()
-        self.loads_back = False  # whether a checkpoint of this store was loaded back once (weights_only)
 
     # -- writing -----------------------------------------------------------------------------
     def save(self, state: dict, step: int, epoch: float, *, epoch_end: bool = False, final: bool = False,
@@ -101,18 +104,20 @@ class CheckpointStore:
         return entry
 
     def _serialized(self, state: dict) -> bytes:
-        """torch.save's bytes; a state it cannot save, or that torch.load(weights_only=True) would refuse at the
-        resume, is the workload's, not a disk's: a ContractError (checked once per store: it costs one load)."""
+        """torch.save's bytes. A state it cannot pickle, or one that torch.load(weights_only=True) would refuse at
+        the resume, is the workload's, not a disk's: a ContractError (the pickle's globals are scanned at every
+        save, without building its tensors: a fraction of a millisecond)."""
         buffer = io.BytesIO()
         try:
             torch.save(state, buffer)
-            if not self.loads_back:
-                torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True)
-                self.loads_back = True
-        except Exception as e:
-            raise ContractError(f"the checkpoint's state cannot be saved and loaded back with torch.load("
-                                f"weights_only=True): {type(e).__name__}: {str(e).splitlines()[0][:300]}; a task's "
-                                f"state_dict() may hold tensors, numbers, strings, lists and dicts ({CONTRACT})") from e
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            raise ContractError(f"the checkpoint's state cannot be saved ({type(e).__name__}: {e}); {STATE_HOLDS}") \
+                from e
+        buffer.seek(0)
+        refused = get_unsafe_globals_in_checkpoint(buffer)
+        if refused:
+            raise ContractError(f"the checkpoint's state holds what torch.load(weights_only=True) refuses to load "
+                                f"back at a resume ({', '.join(refused[:3])}); {STATE_HOLDS}")
         return buffer.getvalue()
 
     def _retained(self, entries: list[dict]) -> list[dict]:

@@ -22,8 +22,10 @@ class ResumableLoader:
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         self.sampler = ResumableBatchSampler(len(dataset), batch_size, seed, shuffle=shuffle, drop_last=drop_last,
                                              rank=rank, world_size=world, seeded=seed_samples)
-        # its own generator: a DataLoader draws its workers' base seed when an epoch starts, and from the
-        # global RNG that would be another draw in a resumed run than in an uninterrupted one
+        # its own generator: a DataLoader draws its workers' base seed when an epoch starts, and a draw from the
+        # global RNG would come at another moment in a resumed run (a mid-epoch start) than in an uninterrupted one.
+        # (Without seed_samples, augmentation in workers does not resume exactly: which worker loads which batch,
+        # and the state of its RNGs, differ after a resume.)
         generator = torch.Generator().manual_seed(seed)
         self.loader = DataLoader(SeededSamples(dataset, seed) if seed_samples else dataset,
                                  batch_sampler=self.sampler, generator=generator, **dataloader_args)

@@ -49,12 +49,12 @@ class SeededSamples(Dataset):
             np.random.set_state(states[1])
             random.setstate(states[2])
 
-    def _fetch(self, indices: list) -> list:
-        getitems = getattr(self.dataset, "__getitems__", None)
-        return list(getitems(indices)) if getitems else [self.dataset[index] for index in indices]
+    def _fetch(self, indices: list):
+        getitems = getattr(self.dataset, "__getitems__", None)  # whatever it returns: a list, or a whole batch
+        return getitems(indices) if getitems else [self.dataset[index] for index in indices]
 
 
 def _seed_all(seed: int) -> None:
     torch.default_generator.manual_seed(seed)  # the CPU's alone: seeding CUDA here would initialise it
-    np.random.seed(seed % 2**32)
+    np.random.seed([seed & 0xFFFFFFFF, seed >> 32])  # both halves: numpy takes 32-bit words
     random.seed(seed)

@@ -38,7 +38,9 @@ def all_reduce_in_model_order(model: torch.nn.Module, world_size: int):
 
 def replicate(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
     """`model` under DDP with one bucket and the fixed-order all-reduce (torch.distributed is initialized)."""
-    ddp = DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None,
+    if device.type == "cuda":  # "cuda" alone is this rank's own GPU (jobs.distributed.process_group set it)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+    ddp = DistributedDataParallel(model, device_ids=[index] if device.type == "cuda" else None,
                                   bucket_cap_mb=ONE_BUCKET_MB)
     ddp.register_comm_hook(None, all_reduce_in_model_order(model, dist.get_world_size()))
     return ddp

@@ -84,6 +84,6 @@ def make_plan(run: RunDir, workload_ref: str | None, task_config: dict | None, m
     if loop.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'")
     workload.validate(task_config)
-    before = (frozen or {}).get("loop", {})
-    loop_changes = {k: v for k, v in loop.to_dict().items() if k in before and before[k] != v} if exists else None
+    before = LoopConfig(**(frozen or {}).get("loop", {})).to_dict()  # a setting added since: its default then
+    loop_changes = {k: v for k, v in loop.to_dict().items() if before[k] != v} if exists else None
     return Plan(workload_ref, task_config, loop.to_dict(), changes, exists, frozen, loop_changes or None)

@@ -41,7 +41,8 @@ class _NoWriter:
 
 
 class Checkpointer:
-    """Saves `task` with the loop's state, as `metrics` holds it when the save is taken."""
+    """Saves `task` with the loop's state, as `metrics` holds it when the save is taken (the loop's state object is
+    metrics.state: the checkpoint's "loop" entry)."""
 
     def __init__(self, task: Task, metrics: Metrics, run: RunDir, store: CheckpointStore, loop: LoopConfig,
                  ranks: Ranks, losses: LossWatch, write_failures: WriteFailures, resumed_from: dict | None = None):
@@ -92,8 +93,10 @@ class Checkpointer:
         every_rank = self.ranks.gather(mine)
         if not self.ranks.is_writer:
             return None
-        return layout.checkpoint_state(task.step, task.steps_per_epoch, task.state_dict(), mine["rng"],
-                                       self.metrics.state_dict(), every_rank if self.ranks.distributed else None)
+        several = self.ranks.distributed
+        loop = self.metrics.state_dict(with_window=not several)
+        return layout.checkpoint_state(task.step, task.steps_per_epoch, task.state_dict(), mine["rng"], loop,
+                                       every_rank if several else None)
 
     def collect(self, block: bool) -> bool:
         """Collect the background write (waiting for it if `block`): False if it failed, reported once per kind

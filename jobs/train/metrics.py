@@ -1,7 +1,7 @@
 """The figures of a training in the workload's words: each epoch's running sums of what train_step returns, the
 record an epoch logs, the evaluation cadence and the best primary metric."""
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -59,6 +59,8 @@ class EpochWindow:
 
     def add(self, out: dict) -> None:
         count = out.get(self.unit)
+        if isinstance(count, torch.Tensor):
+            count = int(count)  # a count as a tensor: a sync (an int is what a batch's length is anyway)
         loss = out["loss"].detach() if isinstance(out["loss"], torch.Tensor) else out["loss"]
         self.loss = self.loss + (loss if count is None else loss * count)
         if count is not None:
@@ -70,7 +72,7 @@ class EpochWindow:
                 value = value.detach() if isinstance(value, torch.Tensor) else value
                 self.extra[key] = self.extra.get(key, 0.0) + value
         self.steps += 1
-        self.lr = out.get("lr")
+        self.lr = out.get("lr")  # kept as given: a tensor is read (synced) only where it is shown
 
     @property
     def rate_unit(self) -> str:
@@ -81,13 +83,15 @@ class EpochWindow:
         return {"unit": self.unit, "loss": _exact(self.loss), "count": _exact(self.count),
                 "correct": None if self.correct is None else _exact(self.correct),
                 "extra": {key: _exact(value) for key, value in self.extra.items()}, "steps": self.steps,
-                "lr": None if self.lr is None else _exact(self.lr)}
+                "lr": None if self.lr is None else _exact(self.lr),
+                "seconds": time.perf_counter() - self.started}  # its rate and time go on from there
 
     @classmethod
     def from_state(cls, state: dict) -> "EpochWindow":
         window = cls(state["unit"])
         window.loss, window.count, window.correct = state["loss"], state["count"], state["correct"]
         window.extra, window.steps, window.lr = dict(state["extra"]), state["steps"], state["lr"]
+        window.started -= state.get("seconds", 0.0)
         return window
 
     def figures(self, ranks: Ranks, seconds: float) -> dict:
@@ -108,7 +112,7 @@ class EpochWindow:
             out["train_accuracy"] = correct / count
         out.update({f"train_{name}": total / max(steps, 1) for name, total in zip(names, extra, strict=True)})
         if self.lr is not None:
-            out["lr"] = self.lr
+            out["lr"] = float(self.lr)
         out[f"{self.rate_unit}_per_sec"] = (count or self.steps) / max(seconds, 1e-9)
         return out
 
@@ -120,7 +124,7 @@ class EpochWindow:
             parts.append(f"acc {100 * float(self.correct) / n:.2f}%")
         parts += [f"{key} {readable(key, float(total) / max(self.steps, 1))}" for key, total in self.extra.items()]
         if self.lr is not None:
-            parts.append(f"lr {self.lr:.4g}")
+            parts.append(f"lr {float(self.lr):.4g}")
         done = self.count * world_size if self.count else self.steps  # every rank counts its shard; steps are shared
         rate = done / max(time.perf_counter() - self.started, 1e-9)
         parts.append(f"{rate:.0f} {per_second(self.rate_unit)}")
@@ -140,11 +144,11 @@ class Metrics:
                  unit: str | None):
         self.state, self.primary_metric, self.eval_every_epochs = state, primary_metric, eval_every_epochs
         self.ranks, self.unit = ranks, unit  # None: the task names no unit; its first step says which
-        # the epoch under way, as the checkpoint left it (mid-epoch), or a new one
-        self.window = EpochWindow.from_state(state.window) if state.window else EpochWindow(unit or "samples")
-        if state.window and unit is None and state.window["unit"] != "samples":
-            self.unit = state.window["unit"]
-        state.window = None  # the checkpoint's copy: each save takes the window anew (state_dict)
+        # the epoch under way, as the checkpoint left it (mid-epoch), or a new one; each save takes it anew
+        window, self.state = state.window, replace(state, window=None)
+        self.window = EpochWindow.from_state(window) if window else EpochWindow(unit or "samples")
+        if window and unit is None and window["unit"] != "samples":
+            self.unit = window["unit"]
         self.last_count = None  # the count of the last step that had one
         self.rate: float | None = None  # rate_unit per second over all ranks, as last measured
         self.rate_unit = unit or "samples"
@@ -153,9 +157,10 @@ class Metrics:
     def start_epoch(self) -> None:
         self.window = EpochWindow(self.unit or "samples")
 
-    def state_dict(self) -> dict:
-        """The loop's entry of a checkpoint: the state, with the epoch under way."""
-        return {**self.state.to_dict(), "window": self.window.state()}
+    def state_dict(self, with_window: bool = True) -> dict:
+        """The loop's entry of a checkpoint: the state, with the epoch under way (with several processes, each
+        rank's window goes into its own entry instead)."""
+        return {**self.state.to_dict(), **({"window": self.window.state()} if with_window else {})}
 
     def add(self, out: dict) -> bool:
         """Add a step's figures; True when it is time to show them again."""

@@ -11,8 +11,9 @@ class TensorBoardLog:
     def __init__(self, directory, resumed_at: int | None):
         from torch.utils.tensorboard import SummaryWriter  # only with --tensorboard: the extra's package
 
-        # an event at a step >= purge_step written by an earlier process is dropped by TensorBoard's readers
-        self.writer = SummaryWriter(log_dir=str(directory), purge_step=resumed_at + 1 if resumed_at else None)
+        # an event at a step >= purge_step written by an earlier process is dropped by TensorBoard's readers (a
+        # restart from no checkpoint at all purges from step 1)
+        self.writer = SummaryWriter(log_dir=str(directory), purge_step=(resumed_at or 0) + 1)
         self.pending: list[tuple[int, object, object]] = []  # (step, loss, lr): converted at the next flush
 
     def step(self, step: int, out: dict) -> None:
@@ -27,7 +28,9 @@ class TensorBoardLog:
     def flush(self) -> None:
         """Write the pending steps (one device sync for all of them) and put the file on disk."""
         if self.pending:
-            losses = torch.stack([torch.as_tensor(loss, dtype=torch.float32).cpu() for _, loss, _ in self.pending])
+            first = self.pending[0][1]
+            device = first.device if isinstance(first, torch.Tensor) else "cpu"
+            losses = torch.stack([torch.as_tensor(loss).float().reshape(()).to(device) for _, loss, _ in self.pending])
             for (step, _, lr), loss in zip(self.pending, losses.tolist(), strict=True):
                 self.writer.add_scalar("train/loss", loss, step)
                 if lr is not None:

@@ -9,7 +9,7 @@ from jobs.run.run_dir import RunDir
 from jobs.signals import StopFlag
 from jobs.train.checkpointer import Checkpointer
 from jobs.train.config import LoopConfig
-from jobs.train.contract import plain_metrics, step_figures
+from jobs.train.contract import one_step, plain_metrics, step_figures
 from jobs.train.divergence import LossWatch
 from jobs.train.failures import Failures
 from jobs.train.hang_watchdog import HangWatchdog
@@ -73,7 +73,9 @@ class Trainer:
             if task.step % spe == 0:
                 self.metrics.start_epoch()
                 self.telemetry.start_epoch()
+            before = task.step
             out = step_figures(task.train_step())
+            one_step(before, task.step)
             self.telemetry.stepped(out)
             self.losses.add(task.step, out["loss"])
             if self.metrics.add(out):  # time to show the figures again

@@ -30,7 +30,8 @@ def test_what_the_contract_allows_trains_to_the_end(tmp_path, workload):
 @pytest.mark.parametrize("workload, says", [
     ("TEXT_STEP", "train_step() returned str 'done'; it must return the loss, or a dict with \"loss\""),
     ("TENSOR_METRICS", "evaluate() returned 'val_per_sample': a tensor of shape [16]; every value must be a number"),
-    ("OPAQUE_STATE", "the checkpoint's state cannot be saved and loaded back with torch.load(weights_only=True)"),
+    ("OPAQUE_STATE", "the checkpoint's state holds what torch.load(weights_only=True) refuses to load back at a "
+                     "resume (tests.broken_workloads.Opaque)"),
 ])
 def test_a_broken_contract_is_one_line_exit_8_and_never_a_full_disk(tmp_path, workload, says):
     code, out, err = train(tmp_path, workload)

@@ -96,6 +96,7 @@ def test_an_epoch_resumed_from_its_sums_logs_what_an_uninterrupted_one_does():
     state = cut.state()
     assert isinstance(state["correct"], int) and isinstance(state["loss"], float)  # plain numbers, exact
     resumed = EpochWindow.from_state(state)
+    assert time.perf_counter() - resumed.started >= state["seconds"]  # its time and rate go on from the cut
     for out in steps[4:]:
         resumed.add(out)
     assert resumed.figures(Ranks(), 1.0) == whole.figures(Ranks(), 1.0)
