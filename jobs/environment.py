@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from jobs.errors import UserError
 
 PORT_BASE, PORT_SPAN = 20000, 20000  # srun: the rendezvous port is PORT_BASE + job id % PORT_SPAN
+SUPERVISED_RETRY_ENV = "JOBS_SUPERVISED_RETRY"  # "1": a trainer that jobs.supervise runs again after a crash
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,28 @@ class JobEnvironment:
         if array_id and task:
             return f"{array_id}_{task}"
         return self.env.get("SLURM_JOB_ID")
+
+    @property
+    def batch_job_id(self) -> str | None:
+        """The job id inside a SLURM batch job: its batch script, and the srun steps that script starts (sbatch
+        sets ENVIRONMENT=BATCH there, and srun passes it on); None outside SLURM, and inside salloc or an srun
+        of its own (an interactive allocation, which `scontrol requeue` cannot requeue)."""
+        return self.job_id if self.env.get("ENVIRONMENT") == "BATCH" else None
+
+    @property
+    def tasks(self) -> int:
+        """How many processes the launch this process is part of has (torchrun's or srun's); 1 for one alone."""
+        for name in ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+            value = self.env.get(name, "")
+            if value.isdigit():
+                return int(value)
+        return 1
+
+    @property
+    def supervised_retry(self) -> bool:
+        """Whether this trainer is a crashed one's retry, run in place by its supervisor (jobs.supervise): its
+        run exists because the crashed trainer made it, so a command that starts a new run continues it."""
+        return self.env.get(SUPERVISED_RETRY_ENV) == "1"
 
     @property
     def task_id(self) -> str:

@@ -3,6 +3,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from jobs.checkpoint.manifest import committed_entries
+from jobs.environment import JobEnvironment
 from jobs.errors import UserError
 from jobs.run.run_dir import RunDir, check_runs_dir, unknown_run_message
 from jobs.train.config import LoopConfig
@@ -52,6 +53,8 @@ def make_plan(run: RunDir, workload_ref: str | None, task_config: dict | None, m
     """The config to train with, checked against the run being resumed (if any); UserError if it may not."""
     check_runs_dir(run.path.parent)
     exists = run.exists()
+    if mode == NEW and exists and JobEnvironment().supervised_retry:
+        mode = RESUME_IF_EXISTS  # the supervisor runs a crashed trainer again: the run is the one that trainer made
     if mode == NEW and exists:
         raise UserError(f"run {run.run_id!r} already exists in {run.path.parent}; continue it with "
                         f"`python scripts/resume.py --run-id {run.run_id}` or pass --resume-if-exists")

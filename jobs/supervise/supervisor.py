@@ -1,14 +1,18 @@
-"""The supervisor: runs the trainer as its child, forwards SLURM's signals to it, and hands a trainer that
-died abnormally to jobs.supervise.crash, which requeues the job when the run made progress.
+"""The supervisor: runs the trainer as its child, forwards signals to it, and hands a trainer that died
+abnormally to jobs.supervise.crash, which requeues a batch job, or has the trainer run again in place
+elsewhere, when the run made progress.
 
 Exec'd by the batch scripts, the supervisor *is* the batch shell: SLURM's `B:USR2` warning reaches it, and
 it forwards USR2, TERM and INT to the trainer at once. Under `srun` with several tasks each task has its
 supervisor; only task 0's records and requeues (the other trainers' deaths reach rank 0 as a failed
-collective).
+collective). Outside a batch job (a workstation, tmux, salloc) it retries a crashed trainer in place: the same
+command again, with JOBS_SUPERVISED_RETRY=1 so that a command that started the run continues it.
 
 A signal that arrives before the trainer's handlers are in (it imports torch) is held back and forwarded
 once they are: a warning is never lost, and never kills the trainer with USR2's default action. The trainer
-says how far it got in a step file (jobs.step_file), which survives its SIGKILL.
+says how far it got in a step file (jobs.step_file), which survives its SIGKILL; each trainer started gets a
+fresh one. A Ctrl-C in the terminal whose foreground the supervisor is in reaches the trainer (in the same
+process group) from the terminal itself: it is not forwarded again, which would be a second Ctrl-C.
 """
 import os
 import signal
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 
+from jobs.environment import SUPERVISED_RETRY_ENV
 from jobs.exit_codes import RETRIED_BY_SUPERVISOR
 from jobs.step_file import STEP_FILE_ENV, read_step_file
 from jobs.supervise.crash import handle_crash
@@ -30,7 +35,7 @@ class Supervisor:
         self.received = [] if received is None else received  # every signal to forward, in order
         self.child: subprocess.Popen | None = None
         self.step_path: str | None = None
-        self.forwarded = 0  # how many of `received` the trainer has been sent
+        self.forwarded = 0  # how many of `received` the trainers have been sent (or need not be)
 
     def _forward(self, signum, frame) -> None:
         self.received.append(signum)
@@ -44,33 +49,49 @@ class Supervisor:
         if not read_step_file(self.step_path)[0]:
             return  # still starting: USR2 ignored, TERM fatal; the wait loop tries again
         while self.forwarded < len(self.received):
-            try:
-                os.kill(child.pid, self.received[self.forwarded])
-            except ProcessLookupError:
-                return
+            signum = self.received[self.forwarded]
+            if signum != signal.SIGINT or not in_terminal_foreground():
+                try:
+                    os.kill(child.pid, signum)
+                except ProcessLookupError:
+                    return
             self.forwarded += 1
 
     def run(self) -> int:
         for sig in FORWARDED:
             signal.signal(sig, self._forward)
+        retry = False
+        while True:
+            returncode, start_step, crash_step = self._attempt(retry)
+            if returncode >= 0 and returncode not in RETRIED_BY_SUPERVISOR:
+                return returncode
+            received = {signal.Signals(s).name for s in self.received}
+            exit_code, retry = handle_crash(self.command, returncode, start_step, crash_step, received)
+            if not retry:
+                return exit_code
+
+    def _attempt(self, retry: bool) -> tuple[int, int | None, int | None]:
+        """Run the trainer once, with a fresh step file: (its return code, the step it started from, the steps
+        it had done); 127 if it cannot start."""
         fd, self.step_path = tempfile.mkstemp(prefix="jobs-steps-")
         os.close(fd)
+        env = {k: v for k, v in os.environ.items() if k != SUPERVISED_RETRY_ENV}
+        env[STEP_FILE_ENV] = self.step_path
+        if retry:
+            env[SUPERVISED_RETRY_ENV] = "1"
         try:
             try:
                 # USR2 stays ignored in the trainer until its own handler is in (SIG_IGN survives exec)
-                self.child = subprocess.Popen(self.command, env=dict(os.environ, **{STEP_FILE_ENV: self.step_path}),
+                self.child = subprocess.Popen(self.command, env=env,
                                               preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
             except OSError as e:
                 print(f"supervise: cannot start {self.command[0]}: {e}", file=sys.stderr)
-                return 127
+                return 127, None, None
             returncode = self._wait()
             _, start_step, crash_step = read_step_file(self.step_path)
         finally:
             os.unlink(self.step_path)
-        if returncode >= 0 and returncode not in RETRIED_BY_SUPERVISOR:
-            return returncode
-        return handle_crash(self.command, returncode, start_step, crash_step,
-                            terminating=signal.SIGTERM in self.received)
+        return returncode, start_step, crash_step
 
     def _wait(self) -> int:
         while True:  # a handler forwards at once; what the trainer was not ready for goes from here
@@ -78,6 +99,21 @@ class Supervisor:
                 return self.child.wait(timeout=POLL_SECONDS)
             except subprocess.TimeoutExpired:
                 self._forward_pending()
+
+
+def in_terminal_foreground() -> bool:
+    """Whether this process is in the foreground process group of its controlling terminal, where a Ctrl-C
+    reaches every process of the group: the trainer too."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False  # no controlling terminal (a batch job, a daemon, nohup with setsid)
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def main(argv: list[str] | None = None, received: list[int] | None = None) -> int:
