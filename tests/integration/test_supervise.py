@@ -126,7 +126,7 @@ def test_outside_slurm_a_killed_trainer_is_retried_in_place_and_the_run_ends_bit
     crashes = events(path, "crash")
     assert [(c["retried"], c["requeued"], c["reason"]) for c in crashes] == \
         [(True, False, "crash retry 1 of 3"), (True, False, "crash retry 2 of 3")], crashes
-    for crash, trainer, resumed in zip(crashes, began, began[1:]):
+    for crash, trainer, resumed in zip(crashes, began[:-1], began[1:], strict=True):
         assert crash["exit_status"] == "killed by SIGKILL" and crash["start_step"] == trainer["step"], crash
         assert trainer["step"] < crash["committed_step"] <= crash["step"], crash
         assert resumed["step"] == crash["committed_step"] and resumed["pid"] != trainer["pid"], (crash, resumed)

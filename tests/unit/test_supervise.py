@@ -72,7 +72,8 @@ def test_the_launch_size_and_the_retry_mark_come_from_the_environment():
     assert JobEnvironment({}).tasks == 1 and JobEnvironment({"SLURM_STEP_NUM_TASKS": "2"}).tasks == 2
     assert JobEnvironment({"WORLD_SIZE": "4", "RANK": "0"}).tasks == 4
     assert JobEnvironment({"JOBS_SUPERVISED_RETRY": "1"}).supervised_retry
-    assert not JobEnvironment({}).supervised_retry and not JobEnvironment({"JOBS_SUPERVISED_RETRY": ""}).supervised_retry
+    assert not JobEnvironment({}).supervised_retry
+    assert not JobEnvironment({"JOBS_SUPERVISED_RETRY": ""}).supervised_retry
 
 
 def test_an_exit_is_described_by_its_signal_or_code():
