@@ -7,6 +7,7 @@ from pathlib import Path
 
 from jobs.errors import UserError
 from jobs.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from jobs.goodput.cadence import AUTO
 from jobs.launch.plan import NEW, RESUME_IF_EXISTS
 from jobs.run.run_dir import DEFAULT_RUNS_DIR
 from jobs.train.config import LoopConfig
@@ -47,6 +48,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seconds_or_auto(text: str) -> float | str | None:
+    """--checkpoint-every-seconds: "auto" (jobs.goodput.cadence), "off", or a positive number of seconds."""
+    if text in (AUTO, "off"):
+        return AUTO if text == AUTO else None
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be auto, off or a positive number of seconds, got {text}") from None
+
+
 def non_negative_float(text: str) -> float:
     value = _number(text)
     if not value >= 0:
@@ -82,9 +93,12 @@ def add_loop_arguments(parser: argparse.ArgumentParser, defaults: LoopConfig | N
     g = parser.add_argument_group("checkpoints and evaluation")
     g.add_argument("--checkpoint-every-steps", type=positive_int, default=d.checkpoint_every_steps,
                    help="also save every N optimizer steps (default: off)")
-    g.add_argument("--checkpoint-every-seconds", type=positive_float, default=d.checkpoint_every_seconds,
-                   help=f"also save every N seconds (default {d.checkpoint_every_seconds:g}); "
-                        "a checkpoint is always written at each epoch end")
+    g.add_argument("--checkpoint-every-seconds", type=seconds_or_auto, default=d.checkpoint_every_seconds,
+                   help=f"also save every N seconds, or auto: an interval chosen from the measured cost of a save "
+                        f"and the run's rate of deaths without warning (docs/runs-and-faults.md), or off "
+                        f"(default {d.checkpoint_every_seconds})")
+    g.add_argument("--checkpoint-every-epochs", type=positive_int, default=d.checkpoint_every_epochs,
+                   help=f"save at every N-th epoch end (default {d.checkpoint_every_epochs}: every one)")
     g.add_argument("--eval-every-epochs", type=positive_int, default=d.eval_every_epochs)
     g.add_argument("--keep-last", type=positive_int, default=d.keep_last, help="checkpoints kept (plus best and final)")
     g.add_argument("--keep-every-epochs", type=positive_int, default=d.keep_every_epochs,
@@ -108,6 +122,7 @@ def add_loop_arguments(parser: argparse.ArgumentParser, defaults: LoopConfig | N
 def loop_config_from_args(args: argparse.Namespace) -> LoopConfig:
     return LoopConfig(checkpoint_every_steps=args.checkpoint_every_steps,
                       checkpoint_every_seconds=args.checkpoint_every_seconds,
+                      checkpoint_every_epochs=args.checkpoint_every_epochs,
                       eval_every_epochs=args.eval_every_epochs, keep_last=args.keep_last,
                       keep_every_epochs=args.keep_every_epochs, max_requeues=args.max_requeues,
                       max_crash_retries=args.max_crash_retries, stop_on_nonfinite=not args.allow_nonfinite,

@@ -28,3 +28,11 @@ def hang_at_step() -> int | None:
     """The step boundary at which the loop blocks, as a real hang blocks in a syscall (JOBS_TEST_HANG_AT_STEP)."""
     step = os.environ.get(HANG_AT_STEP_ENV)
     return int(step) if step else None
+
+KILL_AT_STEP_ENV = "JOBS_TEST_KILL_AT_STEP"  # the trainer SIGKILLs itself once this step is done
+
+
+def kill_at_step() -> int | None:
+    """The step after which the trainer dies outright (JOBS_TEST_KILL_AT_STEP): a death at a known step."""
+    step = os.environ.get(KILL_AT_STEP_ENV)
+    return int(step) if step else None

@@ -32,7 +32,7 @@ from jobs.checkpoint.rng import capture_rng
 from jobs.checkpoint.store import CheckpointStore
 from jobs.checkpoint.writer import BackgroundWriter
 from jobs.cli import positive_int, run_main
-from jobs.train.config import LoopConfig
+from jobs.goodput import cadence
 from jobs.train.metrics import LoopState
 from resnet.config import DEFAULTS, resolve_device
 from resnet.task import ResNetTask
@@ -155,7 +155,8 @@ def checkpoint_overhead(task: ResNetTask, device: str, steps: int, save_every: i
     plain = (before + after) / 2
     per_save = max(with_saves - plain, 0.0) / (steps // save_every)
     epoch_s = PAPER_EPOCH_IMAGES / (steps * task.batch_size / plain)
-    saves_per_epoch = 1 + epoch_s / LoopConfig().checkpoint_every_seconds
+    # the default cadence: each epoch end, and auto's interval for this save cost without deaths seen
+    saves_per_epoch = 1 + epoch_s / cadence.bounded_interval(per_save, cadence.PRIOR_SECONDS)
     return {"checkpoint_overhead_pct": 100 * saves_per_epoch * per_save / epoch_s, "per_save_ms": 1000 * per_save,
             "epoch_s": epoch_s}
 

@@ -5,7 +5,7 @@
     python scripts/report.py --all --runs-dir checkpoints
 
 Prints a Markdown table (run, model, epochs, the best of the workload's primary metric, its final metrics,
-wall time, training time, restarts, speed) and writes one PNG with the training loss, the primary metric and
+wall time, training time, restarts, goodput, speed) and writes one PNG with the training loss, the primary metric and
 the learning rate against the epoch, one line per run, each restart marked on its curves. Plotting
 needs matplotlib (`pip install -e '.[plot]'`); without it the table is printed and the plot skipped.
 Reads the runs' JSON files only (no torch, no lock).
@@ -17,10 +17,11 @@ from pathlib import Path
 
 from jobs.cli import run_main
 from jobs.errors import UserError
+from jobs.goodput.accounting import account
 from jobs.readable import label, readable
 from jobs.run.run_dir import DEFAULT_RUNS_DIR, RunDir, check_runs_dir, known_run_ids, unknown_run_message
 from jobs.status.summary import in_workload_words
-from jobs.status.table import rate
+from jobs.status.table import rate, share
 
 
 def _hours(seconds) -> str:
@@ -53,6 +54,7 @@ def run_figures(run: RunDir) -> dict:
         "wall_seconds": (max(ends) - min(starts)) if starts and ends else None,
         "train_seconds": sum(m.get("epoch_seconds", 0) for m in metrics) or None,
         "restarts": len(restarts), "restart_epochs": restarts,
+        "goodput": (account(run.path) or {}).get("goodput"),  # kept steps' share of all its processes' time
         "unit": unit, "rate": statistics.median(rates) if rates else None,
         "metrics": metrics,
     }
@@ -64,13 +66,13 @@ def markdown_table(runs: list[dict]) -> str:
     primaries = list(dict.fromkeys(r["primary_metric"] for r in runs if r["primary_metric"]))
     finals = list(dict.fromkeys(key for r in runs for key in r["final"]))
     columns = ("run", "model", "epochs", *(f"best {label(m)}" for m in primaries), *map(label, finals),
-               "wall time", "training time", "restarts", "speed")
+               "wall time", "training time", "restarts", "goodput", "speed")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in runs:
         best = [readable(m, r["best"]) if m == r["primary_metric"] else "-" for m in primaries]
         final = [readable(key, r["final"].get(key)) for key in finals]
         cells = [r["run"], r["model"], f"{r['epochs']}/{r['epochs_planned']}", *best, *final,
-                 _hours(r["wall_seconds"]), _hours(r["train_seconds"]), str(r["restarts"]), rate(r)]
+                 _hours(r["wall_seconds"]), _hours(r["train_seconds"]), str(r["restarts"]), share(r["goodput"]), rate(r)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jobs.distributed import process_group
 from jobs.distributed.ranks import Ranks
+from jobs.goodput.ledger import NoLedger
 from jobs.launch.claim import claim
 from jobs.launch.plan import NEW, RESUME, RESUME_IF_EXISTS, Plan, check_not_shorter, make_plan
 from jobs.launch.restore import announce, restore
@@ -66,6 +67,7 @@ def _train_run(run: RunDir, plan: Plan, force: bool, job: dict | None, reporter:
             if refused is not None:
                 return refused
             loop_state, entry = restore(run, task, ranks, reporter)
+            ledger = NoLedger()
             if task.step >= task.total_steps:
                 outcome = _already_finished(run, task, loop_state, reporter)
             else:
@@ -74,11 +76,14 @@ def _train_run(run: RunDir, plan: Plan, force: bool, job: dict | None, reporter:
                 trainer = Trainer(task, run, loop, stop, reporter, getattr(workload, "primary_metric", None),
                                   ranks=ranks, clock=clock, restarts=restarts, loop_state=loop_state,
                                   resumed_from=entry)
+                ledger = trainer.ledger
                 outcome = trainer.train()
         finally:
             if lock is not None:
                 lock.release()
-        return _exit_code(outcome, run, loop, reporter, stop, on_stop, ranks)
+        exit_code = _exit_code(outcome, run, loop, reporter, stop, on_stop, ranks)
+        ledger.end(outcome.ending.value)  # its requeue and exit counted: the start's last write
+        return exit_code
 
 
 def _already_finished(run: RunDir, task, loop_state, reporter: Reporter) -> Outcome:

@@ -133,3 +133,18 @@ def job_record() -> dict | None:
             "signal": _signal_spec(field("Command")),
             # a job of several tasks (DDP): resubmitted with as many, each with its CPUs, under srun
             "ntasks": field("NumTasks"), "nodes": field("NumNodes"), "cpus_per_task": field("CPUs/Task")}
+
+
+def duration_seconds(text: str | None) -> float | None:
+    """A SLURM duration ("30", "10:00", "1:00:00", "2-12:00:00", "2-12") in seconds; None for UNLIMITED or none."""
+    try:
+        days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+        parts = [int(p) for p in clock.split(":")]
+        if "-" in text:  # days-hours[:minutes[:seconds]]
+            parts += [0] * (3 - len(parts))
+        else:  # minutes, minutes:seconds, hours:minutes:seconds
+            parts = [0] * (3 - len(parts)) + parts if len(parts) > 1 else [0, parts[0], 0]
+        hours, minutes, seconds = parts
+        return float(((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds)
+    except (TypeError, ValueError):
+        return None

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 from jobs.checkpoint.manifest import committed_entries
+from jobs.goodput.accounting import account
 from jobs.run.processes import alive
 from jobs.run.run_dir import RunDir, known_run_ids
 from jobs.slurm import queries
@@ -63,6 +64,7 @@ def run_summary(run: RunDir, status: dict, config: dict, queue: dict | None, now
     state, hint = run_state(status, slurm_info if queue is not None else None, now)
     task = config.get("task", {})
     resumes = run.events("resume")
+    goodput = account(run.path)
     return {
         "run_id": run.run_id, "model": status.get("model"), "state": state,
         "world_size": config.get("world_size", 1),  # the processes that train it (DDP)
@@ -79,6 +81,8 @@ def run_summary(run: RunDir, status: dict, config: dict, queue: dict | None, now
         "eta_seconds": status.get("eta_seconds") if state == "running" else None,
         "slurm_job_id": job_id, "slurm_state": (slurm_info or {}).get("state"),
         "slurm_time_left": (slurm_info or {}).get("time_left"),
+        "goodput": (goodput or {}).get("goodput"), "goodput_detail": goodput,  # jobs.goodput.accounting
+        "checkpoint_interval_seconds": status.get("checkpoint_interval_seconds"),
         "model_digest": newest.get("model_digest"), "heartbeat": status.get("heartbeat"),
         "path": str(run.path),
     }

@@ -20,8 +20,12 @@ def rate(run: dict) -> str:
 
 # "best" and "last": each run's primary metric (its name in the detail view), rounded by what it measures
 COLUMNS = ("run", "model", "procs", "state", "epoch", "step", "best", "last", "speed", "ETA", "restarts",
-           "ckpt age", "SLURM job")
-RIGHT = {"procs", "step", "speed", "restarts"}
+           "goodput", "ckpt age", "SLURM job")
+RIGHT = {"procs", "step", "speed", "restarts", "goodput"}
+
+
+def share(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def run_cells(run: dict) -> list[str]:
@@ -33,7 +37,8 @@ def run_cells(run: dict) -> list[str]:
     return [run["run_id"], run["model"] or "-", str(run["world_size"]), run["state"],
             f"{run['epoch']}/{run['epochs'] or 0}", str(run["step"]),
             readable(metric, run["best_metric"]), readable(metric, run["last_metric"]), rate(run),
-            duration(run["eta_seconds"]), str(run["restarts"]), duration(run["checkpoint_age_seconds"]), job]
+            duration(run["eta_seconds"]), str(run["restarts"]), share(run.get("goodput")),
+            duration(run["checkpoint_age_seconds"]), job]
 
 
 def plain_table(header: list[str], rows: list[list[str]], right: set[str] = frozenset()) -> str:

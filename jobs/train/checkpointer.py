@@ -11,8 +11,13 @@ from jobs.checkpoint.rng import capture_rng
 from jobs.checkpoint.store import CheckpointStore, NonFiniteCheckpoint
 from jobs.checkpoint.writer import BackgroundWriter
 from jobs.distributed.ranks import Ranks
+from jobs.environment import JobEnvironment
+from jobs.goodput.accounting import death_history
+from jobs.goodput.cadence import AUTO, AutoCadence
+from jobs.goodput.ledger import Ledger, NoLedger
 from jobs.run.run_dir import RunDir
 from jobs.run.write_failures import WriteFailures, describe
+from jobs.slurm.queries import duration_seconds
 from jobs.train.config import LoopConfig
 from jobs.train.divergence import Diverged, LossWatch
 from jobs.train.metrics import Metrics
@@ -25,6 +30,17 @@ class LastCheckpoint:
     """The newest committed checkpoint this process knows of (None before the run has one)."""
     step: int | None = None
     time: float | None = None
+
+
+def auto_cadence(run: RunDir, loop: LoopConfig) -> AutoCadence | None:
+    """The auto cadence of this start, from the run's earlier starts; its prior: this SLURM job's time limit."""
+    if loop.checkpoint_every_seconds != AUTO:
+        return None
+    job_id, limit = JobEnvironment().job_id, None
+    if job_id and run.exists():
+        job = run.read_config().get("job") or {}
+        limit = duration_seconds(job.get("time_limit")) if job.get("slurm_job_id") == job_id else None
+    return AutoCadence(*death_history(run.path), prior_seconds=limit)
 
 
 class _NoWriter:
@@ -45,18 +61,27 @@ class Checkpointer:
     metrics.state: the checkpoint's "loop" entry)."""
 
     def __init__(self, task: Task, metrics: Metrics, run: RunDir, store: CheckpointStore, loop: LoopConfig,
-                 ranks: Ranks, losses: LossWatch, write_failures: WriteFailures, resumed_from: dict | None = None):
+                 ranks: Ranks, losses: LossWatch, write_failures: WriteFailures, resumed_from: dict | None = None,
+                 ledger: Ledger | NoLedger | None = None, cadence: AutoCadence | None = None):
         self.task, self.metrics, self.run, self.loop, self.ranks = task, metrics, run, loop, ranks
         self.losses, self.write_failures = losses, write_failures
+        self.ledger, self.cadence = ledger or NoLedger(), cadence
+        self._stall = 0.0  # what training waited for while the newest save was taken
         self.writer = BackgroundWriter(store) if ranks.is_writer else _NoWriter()
         self.last = LastCheckpoint(resumed_from["step"], resumed_from["time"]) if resumed_from else LastCheckpoint()
         self.last_error: BaseException | None = None
         self._saved_at = (time.monotonic(), task.step)  # (when, step) of the last save taken: the cadence's origin
 
+    def interval_seconds(self) -> float | None:
+        """The seconds between saves in use: fixed, or chosen by the auto cadence (jobs.goodput.cadence)."""
+        if self.loop.checkpoint_every_seconds == AUTO:
+            return self.cadence.interval(self.ledger.elapsed()) if self.cadence else None
+        return self.loop.checkpoint_every_seconds
+
     def due(self) -> bool:
         """Whether --checkpoint-every-steps or --checkpoint-every-seconds asks for a save now."""
         saved_time, saved_step = self._saved_at
-        every_steps, every_seconds = self.loop.checkpoint_every_steps, self.loop.checkpoint_every_seconds
+        every_steps, every_seconds = self.loop.checkpoint_every_steps, self.interval_seconds()
         return bool((every_steps and self.task.step - saved_step >= every_steps)
                     or (every_seconds and time.monotonic() - saved_time >= every_seconds))
 
@@ -66,11 +91,15 @@ class Checkpointer:
         Never saves a state whose losses were non-finite: the check comes first, and the store refuses
         non-finite weights too (no checkpoint of a diverged run)."""
         self.losses.check()
-        ok = self.collect(block=True)
-        task = self.task
-        self.writer.submit(self._state(), step=task.step, epoch=task.step / task.steps_per_epoch,
-                           epoch_end=epoch_end, final=final, metric=metric)
+        started = time.perf_counter()
+        with self.ledger.within("checkpoint"):
+            ok = self.collect(block=True)
+            task = self.task
+            self.ledger.snapshot(task.step)
+            self.writer.submit(self._state(), step=task.step, epoch=task.step / task.steps_per_epoch,
+                               epoch_end=epoch_end, final=final, metric=metric)
         self._saved_at = (time.monotonic(), task.step)
+        self._stall = time.perf_counter() - started
         if wait:
             return self.collect(block=True)
         return ok
@@ -118,6 +147,9 @@ class Checkpointer:
             self.last_error = None
             self.write_failures.succeeded("checkpoint", entry["step"])
             self.last = LastCheckpoint(entry["step"], entry["time"])
+            if self.cadence is not None:
+                self.cadence.measured(self._stall + entry["seconds"])
+            self.ledger.cadence_in_use(self.interval_seconds(), self.cadence.cost if self.cadence else None)
             self.run.event("checkpoint", entry["step"], file=entry["file"], size=entry["size"],
                            seconds=round(entry["seconds"], 4), final=entry["final"])
         return True

@@ -6,8 +6,9 @@ from jobs.exit_codes import DEFAULT_MAX_CRASH_RETRIES
 
 @dataclass
 class LoopConfig:
-    checkpoint_every_steps: int | None = None  # also at every epoch end; whichever comes first
-    checkpoint_every_seconds: float | None = 600.0
+    checkpoint_every_steps: int | None = None  # also at epoch ends; whichever comes first
+    checkpoint_every_seconds: float | str | None = "auto"  # "auto": chosen from cost and risk (jobs.goodput.cadence)
+    checkpoint_every_epochs: int = 1  # save at every N-th epoch end (the final one always)
     eval_every_epochs: int = 1
     keep_last: int = 3
     keep_every_epochs: int | None = None  # also keep every N-th epoch's checkpoint

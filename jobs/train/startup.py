@@ -19,7 +19,7 @@ _chosen_here: str | None = None  # the cache directory this process chose (a use
 def seconds_since_process_start() -> float:
     """From /proc (Linux: the kernel's own start time of this process), else since this module's import."""
     try:
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        uptime = time.clock_gettime(time.CLOCK_BOOTTIME)  # /proc/uptime's clock, to the nanosecond
         started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         return max(uptime - started / os.sysconf("SC_CLK_TCK"), 0.0)
     except (OSError, ValueError, IndexError):
@@ -50,3 +50,4 @@ class StartupClock:
             previous = at
         out["seconds"] = round(previous, 3)
         return out
+

@@ -1,11 +1,13 @@
 """What the outside world sees of a training while it runs: the status file and its heartbeat, the progress
 display and the epoch's log line, the metrics file, the supervisor's step file, and what the start cost."""
 import os
+import signal
 import socket
 import time
 
 import torch
 
+from jobs import testing
 from jobs.distributed.ranks import Ranks
 from jobs.environment import JobEnvironment
 from jobs.readable import readable_fields
@@ -26,6 +28,8 @@ class Telemetry:
         self.task, self.run, self.reporter, self.metrics, self.checkpointer = task, run, reporter, metrics, checkpointer
         self.loop, self.ranks, self.restarts, self.clock = loop, ranks, restarts, clock
         self.step_file = StepFile.from_environment()
+        self.ledger = checkpointer.ledger  # where this start's seconds go (jobs.goodput.ledger)
+        self._kill_at = testing.kill_at_step()
         self.tensorboard = TensorBoardLog(run.path / DIRECTORY, task.step) if loop.tensorboard and ranks.is_writer \
             else NoTensorBoard()
         self.startup: dict | None = None  # the phases of this start, once its first step is done
@@ -51,6 +55,10 @@ class Telemetry:
         self.tensorboard.step(self.task.step, out)
         if self.startup is None:
             self._first_step_done()
+        else:
+            self.ledger.step(self.task.step)
+        if self.task.step == self._kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _first_step_done(self) -> None:
         """Record what this start cost until its first step: restart cost is a number to track."""
@@ -62,6 +70,7 @@ class Telemetry:
         # step's compilation, ...): where a slow start spends its time
         self.startup["task_parts"] = {k: round(v, 3) for k, v in getattr(self.task, "startup_phases", {}).items()}
         self.run.event("first-step", self.task.step - 1, **self.startup)  # the step this start trained from
+        self.ledger.first_step_done(self.task.step)
 
     # -- progress --------------------------------------------------------------------------------------
     def start_epoch(self) -> None:
@@ -111,5 +120,6 @@ class Telemetry:
             "heartbeat": time.time(), "started": self.started, "host": socket.gethostname(),
             "pid": os.getpid(), "slurm_job_id": JobEnvironment().job_id, "world_size": self.ranks.world_size,
             "startup_seconds": (self.startup or {}).get("seconds"),
+            "checkpoint_interval_seconds": self.checkpointer.interval_seconds(),
             "status_every_seconds": self.loop.status_every_seconds, **extra})
         self._last_status = time.monotonic()

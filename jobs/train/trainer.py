@@ -4,10 +4,11 @@ the stop agreement, the checkpointer, the metrics, the telemetry and the failure
 from jobs.checkpoint import layout
 from jobs.checkpoint.store import CheckpointStore
 from jobs.distributed.ranks import Ranks
+from jobs.goodput.ledger import Ledger, NoLedger
 from jobs.readable import readable
 from jobs.run.run_dir import RunDir
 from jobs.signals import StopFlag
-from jobs.train.checkpointer import Checkpointer
+from jobs.train.checkpointer import Checkpointer, auto_cadence
 from jobs.train.config import LoopConfig
 from jobs.train.contract import one_step, plain_metrics, step_figures
 from jobs.train.divergence import LossWatch
@@ -16,7 +17,7 @@ from jobs.train.hang_watchdog import HangWatchdog
 from jobs.train.metrics import LoopState, Metrics
 from jobs.train.outcome import Ending, Outcome
 from jobs.train.progress import Reporter
-from jobs.train.startup import StartupClock
+from jobs.train.startup import StartupClock, seconds_since_process_start
 from jobs.train.stop_agreement import StopAgreement
 from jobs.train.telemetry import Telemetry
 from jobs.workload import Task, unit_of
@@ -37,8 +38,13 @@ class Trainer:
         self.metrics = Metrics(loop_state or LoopState(), primary_metric, loop.eval_every_epochs, ranks, unit_of(task))
         store = CheckpointStore(run.path, loop.keep_last, loop.keep_every_epochs, warn=reporter.warn,
                                 weights_of=layout.weights, refuse_nonfinite=loop.stop_on_nonfinite)
+        cadence = auto_cadence(run, loop) if ranks.is_writer else None  # from the earlier starts: before this one's
+        self.ledger = Ledger(run.path, resume_step=task.step, world_size=ranks.world_size,
+                             cadence=loop.checkpoint_every_seconds, since_start=seconds_since_process_start()) \
+            if ranks.is_writer else NoLedger()
         self.checkpointer = Checkpointer(task, self.metrics, run, store, loop, ranks, self.losses,
-                                         run.failures or run.tolerate_write_failures(reporter.warn), resumed_from)
+                                         run.failures or run.tolerate_write_failures(reporter.warn), resumed_from,
+                                         self.ledger, cadence)
         self.stop = StopAgreement(stop, ranks)
         self.telemetry = Telemetry(task, run, reporter, self.metrics, self.checkpointer, loop, ranks, restarts, clock)
         self.failures = Failures(task, run, self.telemetry, self.checkpointer, self.metrics, ranks)
@@ -54,6 +60,7 @@ class Trainer:
             outcome = self.failures.outcome_of(error)
             if outcome is None:
                 self.failures.crashed(error)
+                self.ledger.end("crashed")
                 raise
             return outcome
         finally:
@@ -90,13 +97,16 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         self.losses.check()  # before evaluating: at most one epoch passes after a first non-finite loss
-        record = self.metrics.end_epoch(self.task)
+        with self.ledger.within("evaluation"):
+            record = self.metrics.end_epoch(self.task)
         self.telemetry.end_epoch(record)
-        if self.task.step < self.task.total_steps:  # the last epoch is saved as the final checkpoint
+        epoch_saved = (self.task.step // self.task.steps_per_epoch) % self.checkpointer.loop.checkpoint_every_epochs == 0
+        if self.task.step < self.task.total_steps and epoch_saved:  # the last epoch is saved as the final checkpoint
             self.checkpointer.save(epoch_end=True, metric=record.get(self.metrics.primary_metric or ""))
         self.telemetry.status("running")
 
     def _stop(self) -> Outcome:
+        self.ledger.enter("final")
         self.telemetry.close()
         signal, step = self.stop.signal, self.task.step
         by_rank = {"ranks": {str(rank): name for rank, name in self.stop.by_rank.items()}} \
@@ -112,6 +122,7 @@ class Trainer:
                        message=f"stopped at step {step} without its checkpoint: {self.checkpointer.not_saved()}")
 
     def _finish(self) -> Outcome:
+        self.ledger.enter("final")
         self.telemetry.close()
         self.losses.check()
         step, final = self.task.step, plain_metrics(self.task.final_metrics(), "final_metrics()")

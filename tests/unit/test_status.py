@@ -45,11 +45,11 @@ def test_the_plain_table_speaks_each_runs_words():
     base = {"run_id": "a", "model": "m", "world_size": 1, "state": "running", "epoch": 1, "epochs": 2, "step": 5,
             "primary_metric": "val_accuracy", "best_metric": 0.5, "last_metric": 0.25, "unit": "images",
             "rate": 812.4, "eta_seconds": 75, "restarts": 0, "checkpoint_age_seconds": 3, "slurm_job_id": None,
-            "slurm_state": None}
-    lm = dict(base, run_id="lm", primary_metric="val_bits_per_byte", best_metric=2.123456, unit="tokens")
+            "slurm_state": None, "goodput": 0.9412}
+    lm = dict(base, run_id="lm", primary_metric="val_bits_per_byte", best_metric=2.123456, unit="tokens", goodput=None)
     header, first, second = plain_runs_table([base, lm]).splitlines()
     assert header.split() == ["run", "model", "procs", "state", "epoch", "step", "best", "last", "speed", "ETA",
-                              "restarts", "ckpt", "age", "SLURM", "job"]
-    assert "50.00%" in first and "25.00%" in first and "812 img/s" in first and "1m15s" in first
+                              "restarts", "goodput", "ckpt", "age", "SLURM", "job"]
+    assert "50.00%" in first and "25.00%" in first and "812 img/s" in first and "1m15s" in first and "94.1%" in first
     assert "2.123" in second and "812 tok/s" in second
     assert rate({"rate": None}) == "-" and rate({"rate": 3.0, "unit": "steps"}) == "3 steps/s"
