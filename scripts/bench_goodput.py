@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                      *(f"{parts[p]:.1f} s" for p in PARTS), str(result["deaths"]), str(result["recomputed_steps"])])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
     parts = quiet["parts"]
     train = parts["kept"] + parts["recomputed"]
     writes = sum(e.get("seconds", 0) for e in _events(runs_dir / "auto-no-kill", "checkpoint"))

@@ -72,7 +72,8 @@ def markdown_table(runs: list[dict]) -> str:
         best = [readable(m, r["best"]) if m == r["primary_metric"] else "-" for m in primaries]
         final = [readable(key, r["final"].get(key)) for key in finals]
         cells = [r["run"], r["model"], f"{r['epochs']}/{r['epochs_planned']}", *best, *final,
-                 _hours(r["wall_seconds"]), _hours(r["train_seconds"]), str(r["restarts"]), share(r["goodput"]), rate(r)]
+                 _hours(r["wall_seconds"]), _hours(r["train_seconds"]), str(r["restarts"]), share(r["goodput"]),
+                 rate(r)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

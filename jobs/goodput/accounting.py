@@ -23,7 +23,7 @@ def train_seconds_at(start: dict, step: int) -> float:
               (last, start["seconds"]["train"])]
     if step <= first:
         return 0.0
-    for (s0, t0), (s1, t1) in zip(points, points[1:]):
+    for (s0, t0), (s1, t1) in zip(points, points[1:], strict=False):
         if step <= s1:
             return t0 + (t1 - t0) * (step - s0) / max(s1 - s0, 1)
     return points[-1][1]

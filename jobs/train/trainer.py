@@ -100,7 +100,8 @@ class Trainer:
         with self.ledger.within("evaluation"):
             record = self.metrics.end_epoch(self.task)
         self.telemetry.end_epoch(record)
-        epoch_saved = (self.task.step // self.task.steps_per_epoch) % self.checkpointer.loop.checkpoint_every_epochs == 0
+        epoch = self.task.step // self.task.steps_per_epoch
+        epoch_saved = epoch % self.checkpointer.loop.checkpoint_every_epochs == 0
         if self.task.step < self.task.total_steps and epoch_saved:  # the last epoch is saved as the final checkpoint
             self.checkpointer.save(epoch_end=True, metric=record.get(self.metrics.primary_metric or ""))
         self.telemetry.status("running")

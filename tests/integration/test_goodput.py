@@ -26,8 +26,8 @@ def kernel_start_time(pid: int) -> float:
 
 def test_lost_steps_are_those_between_the_committed_checkpoint_and_each_death(tmp_path):
     runs = tmp_path
-    args = (*TINY, "--epochs", str(EPOCHS), "--run-id", "g", "--runs-dir", runs, "--resume-if-exists", "--checkpoint-every-steps", "5",
-            "--checkpoint-every-seconds", "off")
+    args = (*TINY, "--epochs", str(EPOCHS), "--run-id", "g", "--runs-dir", runs, "--resume-if-exists",
+            "--checkpoint-every-steps", "5", "--checkpoint-every-seconds", "off")
     lifetimes = []
     for kill_at in (*DEATHS, None):
         proc = spawn("train.py", *args, env={KILL_AT_STEP_ENV: str(kill_at)} if kill_at else None)
@@ -37,9 +37,9 @@ def test_lost_steps_are_those_between_the_committed_checkpoint_and_each_death(tm
         assert code == (-signal.SIGKILL if kill_at else 0), proc.stderr
     path = runs / "g"
     resumed = [e["step"] for e in events(path, "resume")]  # each from the newest committed checkpoint
-    assert len(resumed) == 2 and all(r < d for r, d in zip(resumed, DEATHS))
+    assert len(resumed) == 2 and all(r < d for r, d in zip(resumed, DEATHS, strict=True))
     result = account(path)
-    assert result["recomputed_steps"] == sum(d - r for d, r in zip(DEATHS, resumed))
+    assert result["recomputed_steps"] == sum(d - r for d, r in zip(DEATHS, resumed, strict=True))
     assert result["kept_steps"] == EPOCHS * STEPS_PER_EPOCH
     assert (result["starts"], result["deaths"]) == (3, 2)
     parts = result["parts"]
