@@ -13,4 +13,4 @@ EXIT_STOPPED = 75    # stopped by a signal with its checkpoint saved; resume con
 EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once, without a final save
 
 RETRIED_BY_SUPERVISOR = {EXIT_FAILED, EXIT_WRITE_FAILED, EXIT_HUNG}  # and a death by signal (jobs.supervise)
-DEFAULT_MAX_CRASH_RETRIES = 3  # crash requeues of one run (LoopConfig.max_crash_retries)
+DEFAULT_MAX_CRASH_RETRIES = 3  # crash retries (requeues or in place) of one run (LoopConfig.max_crash_retries)

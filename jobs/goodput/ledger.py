@@ -110,6 +110,9 @@ class Ledger:
         """How the process ends (finished, stopped, failed, ...); the last write, as late as the exit allows."""
         self.body["end"] = how
         self.enter(self.phase)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def _write_body(self) -> None:
         if self.fd is not None:

@@ -30,8 +30,9 @@ def requeue_refusal(requeues: list[dict], step: int, max_requeues: int) -> str |
 
 def requeue_after_warning(run: RunDir, outcome, max_requeues: int, reporter) -> bool:
     """After a USR2 (time-limit warning) stop was saved: ask SLURM to requeue this job, unless
-    requeue_refusal() says why not. A failure is logged; the checkpoint is safe."""
-    job = JobEnvironment().job_id
+    requeue_refusal() says why not (inside salloc there is no batch job to requeue). A failure is logged; the
+    checkpoint is safe."""
+    job = JobEnvironment().batch_job_id
     if not job:
         return False
     requeues = run.events("requeue")

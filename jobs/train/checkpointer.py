@@ -92,7 +92,8 @@ class Checkpointer:
         non-finite weights too (no checkpoint of a diverged run)."""
         self.losses.check()
         started = time.perf_counter()
-        with self.ledger.within("checkpoint"):
+        phase = "final" if self.ledger.phase == "final" else "checkpoint"  # a stop's save, the last: final
+        with self.ledger.within(phase):
             ok = self.collect(block=True)
             task = self.task
             self.ledger.snapshot(task.step)

@@ -14,7 +14,7 @@ class LoopConfig:
     keep_every_epochs: int | None = None  # also keep every N-th epoch's checkpoint
     status_every_seconds: float = 10.0
     max_requeues: int = 200  # SLURM self-requeues before giving up (jobs.slurm.requeue)
-    max_crash_retries: int = DEFAULT_MAX_CRASH_RETRIES  # requeues after the trainer crashed (jobs.supervise.crash)
+    max_crash_retries: int = DEFAULT_MAX_CRASH_RETRIES  # retries after the trainer crashed (jobs.supervise.crash)
     stop_on_nonfinite: bool = True  # a NaN/inf loss stops the run as diverged (--allow-nonfinite: off)
     tensorboard: bool = False  # the run's scalars under <run>/tensorboard (jobs.train.tensorboard)
     hang_timeout_seconds: float = 1800.0  # no step this long: the trainer ends itself (train.hang_watchdog); 0: off

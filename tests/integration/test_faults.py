@@ -297,12 +297,13 @@ def test_a_hung_trainer_ends_itself_but_a_stopped_one_does_not(tmp_path, referen
     (Ctrl-Z, a suspended job): that is not a hang. Then the loop blocks for good at the boundary after step
     30 (the test hook waits on a lock, as a hung collective or read does): 3 s later the trainer writes
     its threads' stacks (the hung one included) to stderr, records a `hang` event and state failed, and
-    exits 7, which the supervisor takes for a crash (a `crash` event; no requeue outside SLURM). The last
+    exits 7, which the supervisor takes for a crash (a `crash` event; not retried: --max-crash-retries 0). The last
     checkpoint (step 28, an epoch end) is intact, and resume ends with the uninterrupted run's weights."""
     runs = tmp_path / "runs"
     path = runs / "hung"
     proc = start("train.py", *LONG, "--checkpoint-every-steps", "2", "--hang-timeout-seconds", "3",
-                 "--run-id", "hung", "--runs-dir", runs, supervised=True, env={HANG_AT_STEP_ENV: "30"})
+                 "--max-crash-retries", "0", "--run-id", "hung", "--runs-dir", runs, supervised=True,
+                 env={HANG_AT_STEP_ENV: "30"})
     try:
         trainer = wait_until(lambda: [e["pid"] for e in events(path, "start")], 60, "the start", proc)[0]
         wait_until(lambda: committed_step(path), 60, "the first checkpoint", proc)
@@ -321,7 +322,8 @@ def test_a_hung_trainer_ends_itself_but_a_stopped_one_does_not(tmp_path, referen
     (crash,) = events(path, "crash")
     assert crash["exit_code"] == EXIT_HUNG and crash["step"] == 30, crash  # the step file: 30 steps done
     assert crash["exit_status"] == "exit code 7: hung, no step within --hang-timeout-seconds", crash
-    assert crash["requeued"] is False and crash["reason"] == "not inside a SLURM job", crash
+    assert crash["requeued"] is crash["retried"] is False, crash
+    assert crash["reason"] == "crash retry cap reached (0 of --max-crash-retries 0)", crash
     err = proc.stderr
     assert "error: no training step for " in err and "(--hang-timeout-seconds 3): the trainer is hung" in err, err
     # the hung stack

@@ -94,3 +94,22 @@ def test_a_workloads_own_bug_keeps_its_traceback_and_is_recorded_as_what_it_is(t
     (error,) = events(run.path, "error")
     assert error["message"] == "ZeroDivisionError: division by zero" and error["step"] == 2
     assert json.loads(run.status_file.read_text())["error"] == "ZeroDivisionError: division by zero"
+
+
+def test_epoch_ends_are_saved_every_nth_and_the_seconds_cadence_can_be_off(tmp_path):
+    trainer_, run = trainer(tmp_path, checkpoint_every_epochs=2, checkpoint_every_seconds=None)
+    assert trainer_.train().ending is Ending.FINISHED
+    assert [e["step"] for e in manifest_entries(run.path)] == [8, 12]  # epoch 2's end, and the final one
+    status = json.loads(run.status_file.read_text())
+    assert status["checkpoint_interval_seconds"] is None
+
+
+def test_the_auto_cadence_measures_a_save_first_and_says_its_interval(tmp_path):
+    trainer_, run = trainer(tmp_path, checkpoint_every_seconds="auto")
+    assert trainer_.train().ending is Ending.FINISHED
+    cost = trainer_.checkpointer.cadence.cost
+    assert cost > 0
+    status = json.loads(run.status_file.read_text())
+    assert status["checkpoint_interval_seconds"] == pytest.approx(max(1.0, 100 * cost, (2 * cost * 3600) ** 0.5))
+    (ledger,) = (run.path / "goodput").iterdir()
+    assert json.loads(ledger.read_bytes()[64:].decode().split("\n")[0])["saves"] == len(manifest_entries(run.path))
