@@ -4,11 +4,16 @@
     python scripts/bench_goodput.py                      # ResNet-8, synthetic data, ~3 min of training each
     python scripts/bench_goodput.py --epochs 4 --kills 1 --min-seconds 8 --max-seconds 8   # a quick look
 
-Each policy trains the same run from scratch; its trainer is SIGKILLed after each interval of the schedule
-(seconds from its start, drawn in [--min-seconds, --max-seconds]) and started again with --resume-if-exists,
-then left to finish. The policies: checkpoints every 5 epochs only (the seed's habit), at epoch ends only (a
-common framework default), every 600 s with epoch ends (the fixed default before auto), and auto
-(jobs.goodput.cadence). A last run of auto without kills gives what its saves cost.
+Each policy trains the same run from scratch under the supervisor, as outside SLURM (`python -m jobs.supervise
+-- python scripts/train.py ...`); its trainer is SIGKILLed after each interval of the schedule (seconds from
+the previous kill, drawn in [--min-seconds, --max-seconds]) and retried in place by the supervisor, in its
+warm standby (jobs.supervise.standby), then left to finish. Where the supervisor does not retry (no checkpoint
+since that trainer started), it is started again. --cold starts every trainer as a new process instead, as
+`resume.py` would (the supervisor's standby is what it then lacks).
+
+The policies: checkpoints every 5 epochs only (the seed's habit), at epoch ends only (a common framework
+default), every 600 s with epoch ends (the fixed default before auto), and auto (jobs.goodput.cadence). A last
+run of auto without kills gives what its saves cost.
 
 Printed per policy: goodput and badput by cause (the run's own accounting, jobs.goodput.accounting), and
 the limit: a perfect toolkit that keeps every step and pays per start only the interpreter's start and
@@ -16,6 +21,7 @@ the limit: a perfect toolkit that keeps every step and pays per start only the i
 torch._dynamo), which no training with a torch optimizer avoids.
 """
 import argparse
+import json
 import random
 import statistics
 import subprocess
@@ -48,25 +54,48 @@ def seconds_to_run(code: str, repeat: int = 3) -> float:
 
 
 def train_under_kills(name: str, flags: list[str], schedule: list[float], args, runs_dir: Path) -> dict:
-    """Train run `name` with `flags`, SIGKILLed after each interval of `schedule`; its accounting."""
+    """Train run `name` with `flags`, its trainer SIGKILLed after each interval of `schedule`; its accounting."""
     command = [sys.executable, str(ROOT / "scripts" / "train.py"), "--synthetic", str(args.synthetic),
                "--size", str(args.size), "--epochs", str(args.epochs), "--run-id", name,
-               "--runs-dir", str(runs_dir), "--resume-if-exists", *flags]
+               "--runs-dir", str(runs_dir), "--resume-if-exists", "--max-crash-retries", "1000", *flags]
+    if not args.cold:
+        command = [sys.executable, "-m", "jobs.supervise", "--", *command]
     log = open(runs_dir / f"{name}.log", "ab")
-    for start, interval in enumerate([*schedule, None], 1):
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            code = process.wait(timeout=interval)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    process, kills = None, list(schedule)
+    while True:
+        if process is None or process.poll() is not None:
+            if process is not None and process.returncode == 0:
+                print(f"{name}: finished after {len(schedule)} kills", flush=True)
+                return account(runs_dir / name)
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=_outside_slurm())
+        if not kills:
             process.wait()
-            print(f"{name}: start {start} SIGKILLed after {interval:.1f} s", flush=True)
             continue
-        if code != 0:
-            raise SystemExit(f"{name}: the trainer exited {code}; see {runs_dir / name}.log")
-        print(f"{name}: finished in start {start}", flush=True)
-        break
-    return account(runs_dir / name)
+        deadline = time.monotonic() + kills[0]
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        if process.poll() is None:  # not finished, nor given up: kill its trainer
+            _kill_trainer(process.pid if args.cold else _trainer_of(runs_dir / name))
+            print(f"{name}: trainer SIGKILLed after {kills.pop(0):.1f} s", flush=True)
+
+
+def _outside_slurm() -> dict:
+    import os
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+
+
+def _trainer_of(run_path: Path) -> int:
+    """The supervisor's trainer: the pid its status file names (written as each trainer starts)."""
+    return json.loads((run_path / "status.json").read_text())["pid"]
+
+
+def _kill_trainer(pid: int) -> None:
+    import os
+    import signal
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def main(argv=None) -> int:
@@ -80,6 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, of " + ", ".join(POLICIES))
     parser.add_argument("--runs-dir", type=Path, help="default: a temporary directory")
+    parser.add_argument("--cold", action="store_true", help="every start a new process, without the supervisor")
     args = parser.parse_args(argv)
     policies = args.policies.split(",")
     unknown = [p for p in policies if p not in POLICIES]

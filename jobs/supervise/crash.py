@@ -75,9 +75,10 @@ def crash_decision(*, returncode: int, received: set[str], batch_job: str | None
 
 
 def handle_crash(command: list[str], returncode: int, start_step: int | None, crash_step: int | None,
-                 received: set[str]) -> tuple[int, bool]:
+                 received: set[str], standby: str | None = None) -> tuple[int, bool]:
     """Record the crash of the trainer `command`, and requeue its batch job if the rules allow. (exit code,
-    retry in place?): the supervisor runs `command` again when the second is True, else exits with the first."""
+    retry in place?): the supervisor runs `command` again when the second is True, else exits with the first.
+    `standby`: the state of the supervisor's warm standby (jobs.supervise.standby), which a retry in place uses."""
     exit_code = 128 - returncode if returncode < 0 else returncode  # like a shell: 137 for SIGKILL
     what = describe_exit(returncode)
     environment = JobEnvironment()
@@ -103,14 +104,17 @@ def handle_crash(command: list[str], returncode: int, start_step: int | None, cr
             retry, reason = False, failed
     step_text = f"in step {crash_step + 1}" if crash_step is not None else "before its first step"
     run.event("crash", crash_step, exit_status=what, exit_code=exit_code, start_step=start_step,
-              committed_step=committed, requeued=bool(retry and job), retried=bool(retry and not job), reason=reason)
+              committed_step=committed, requeued=bool(retry and job), retried=bool(retry and not job), reason=reason,
+              standby=standby if retry and not job else None)
     died = f"supervise: the trainer of run {run.run_id} died {step_text} ({what})"
     if retry and job:
         run.event("requeue", committed, via="crash")
         print(f"{died}; requeued SLURM job {job} ({reason}); it continues from step {committed}",
               file=sys.stderr, flush=True)
     elif retry:
-        print(f"{died}; retrying in place ({reason}); it continues from step {committed}", file=sys.stderr, flush=True)
+        warm = {"ready": " in its warm standby", "starting": " in its standby (still importing)"}.get(standby, "")
+        print(f"{died}; retrying in place{warm} ({reason}); it continues from step {committed}", file=sys.stderr,
+              flush=True)
     else:
         print(f"{died}; not {'requeued' if job else 'retried'}: {reason}; continue with "
               f"{resume_command(run.run_id, run.path.parent)}", file=sys.stderr, flush=True)

@@ -20,10 +20,11 @@ import subprocess
 import sys
 import tempfile
 
-from jobs.environment import SUPERVISED_RETRY_ENV
+from jobs.environment import SUPERVISED_RETRY_ENV, JobEnvironment
 from jobs.exit_codes import RETRIED_BY_SUPERVISOR
 from jobs.step_file import STEP_FILE_ENV, read_step_file
 from jobs.supervise.crash import handle_crash
+from jobs.supervise.standby import Standby, can_stand_in
 
 FORWARDED = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 POLL_SECONDS = 0.05  # how soon a signal held back goes out once the trainer's handlers are in
@@ -36,6 +37,9 @@ class Supervisor:
         self.child: subprocess.Popen | None = None
         self.step_path: str | None = None
         self.forwarded = 0  # how many of `received` the trainers have been sent (or need not be)
+        environment = JobEnvironment()  # a retry runs in place: a standby can make it start warm
+        self.in_place = environment.batch_job_id is None and environment.tasks == 1 and can_stand_in(command)
+        self.standby: Standby | None = None
 
     def _forward(self, signum, frame) -> None:
         self.received.append(signum)
@@ -61,14 +65,19 @@ class Supervisor:
         for sig in FORWARDED:
             signal.signal(sig, self._forward)
         retry = False
-        while True:
-            returncode, start_step, crash_step = self._attempt(retry)
-            if returncode >= 0 and returncode not in RETRIED_BY_SUPERVISOR:
-                return returncode
-            received = {signal.Signals(s).name for s in self.received}
-            exit_code, retry = handle_crash(self.command, returncode, start_step, crash_step, received)
-            if not retry:
-                return exit_code
+        try:
+            while True:
+                returncode, start_step, crash_step = self._attempt(retry)
+                if returncode >= 0 and returncode not in RETRIED_BY_SUPERVISOR:
+                    return returncode
+                received = {signal.Signals(s).name for s in self.received}
+                standby = self.standby.state() if self.standby else None
+                exit_code, retry = handle_crash(self.command, returncode, start_step, crash_step, received, standby)
+                if not retry:
+                    return exit_code
+        finally:
+            if self.standby is not None:
+                self.standby.discard()
 
     def _attempt(self, retry: bool) -> tuple[int, int | None, int | None]:
         """Run the trainer once, with a fresh step file: (its return code, the step it started from, the steps
@@ -80,10 +89,10 @@ class Supervisor:
         if retry:
             env[SUPERVISED_RETRY_ENV] = "1"
         try:
+            self.child = self.standby.hand_over(env) if retry and self.standby else None
+            self.standby = None
             try:
-                # USR2 stays ignored in the trainer until its own handler is in (SIG_IGN survives exec)
-                self.child = subprocess.Popen(self.command, env=env,
-                                              preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
+                self.child = self.child or subprocess.Popen(self.command, env=env, preexec_fn=_ignore_usr2)
             except OSError as e:
                 print(f"supervise: cannot start {self.command[0]}: {e}", file=sys.stderr)
                 return 127, None, None
@@ -99,6 +108,13 @@ class Supervisor:
                 return self.child.wait(timeout=POLL_SECONDS)
             except subprocess.TimeoutExpired:
                 self._forward_pending()
+                if self.in_place and self.standby is None and read_step_file(self.step_path)[2] is not None:
+                    self.standby = Standby(self.command, _ignore_usr2)  # its trainer has done its first step
+
+
+def _ignore_usr2() -> None:
+    """USR2 stays ignored in the trainer until its own handler is in (SIG_IGN survives exec)."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def in_terminal_foreground() -> bool:

@@ -13,13 +13,17 @@ from pathlib import Path
 COMPILE_CACHE = ".compile-cache"  # in the runs directory, shared by its runs (safe for concurrent use)
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # inductor's caches; Triton's kernels go below it too
 _IMPORTED = time.monotonic()
+process_started: float | None = None  # CLOCK_BOOTTIME when a standby became this trainer
 _chosen_here: str | None = None  # the cache directory this process chose (a user's own choice is kept)
 
 
 def seconds_since_process_start() -> float:
-    """From /proc (Linux: the kernel's own start time of this process), else since this module's import."""
+    """From /proc (Linux: the kernel's own start time of this process), else since this module's import; in a
+    supervisor's standby (jobs.supervise.standby), since it was handed its trainer."""
     try:
         uptime = time.clock_gettime(time.CLOCK_BOOTTIME)  # /proc/uptime's clock, to the nanosecond
+        if process_started is not None:
+            return max(uptime - process_started, 0.0)
         started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         return max(uptime - started / os.sysconf("SC_CLK_TCK"), 0.0)
     except (OSError, ValueError, IndexError):

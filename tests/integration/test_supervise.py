@@ -101,23 +101,40 @@ def kill_after_progress(path, proc, began: dict) -> None:
 
 
 def retried_line(run_id: str, crash: dict, retry: int, of: int) -> str:
+    warm = {"ready": " in its warm standby", "starting": " in its standby (still importing)"}.get(crash["standby"], "")
     return (f"supervise: the trainer of run {run_id} died in step {crash['step'] + 1} (killed by SIGKILL); retrying "
-            f"in place (crash retry {retry} of {of}); it continues from step {crash['committed_step']}")
+            f"in place{warm} (crash retry {retry} of {of}); it continues from step {crash['committed_step']}")
+
+
+def standby_ready(proc, timeout: float = 60) -> None:
+    """Wait until the supervisor's standby has done its imports: it then blocks reading its pipe."""
+    deadline, supervisor = time.monotonic() + timeout, proc.pid
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the supervisor ended before its standby was ready\n{proc.stderr}"
+        for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                if "jobs.supervise.standby" in Path(f"/proc/{child}/cmdline").read_text() and \
+                        "pipe" in Path(f"/proc/{child}/wchan").read_text():
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"no standby of supervisor {supervisor} became ready within {timeout} s")
 
 
 def test_outside_slurm_a_killed_trainer_is_retried_in_place_and_the_run_ends_bit_exact(tmp_path, reference):
     """`python -m jobs.supervise -- python scripts/train.py --run-id X ...` (a new run) outside SLURM: its trainer
     SIGKILLed twice after making progress is run again in place each time, resumes the run (not refused as an
-    existing run, not started over) from its last checkpoint, and the supervisor exits 0 once the run is done,
-    with the weights of an uninterrupted run."""
+    existing run, not started over) from its last checkpoint, in the supervisor's warm standby, and the
+    supervisor exits 0 once the run is done, with the weights of an uninterrupted run."""
     runs = tmp_path / "runs"
     path = runs / "inplace"
+    # slow writes: each trainer lasts long enough for the standby of its retry to import torch
     proc = start("train.py", *LONG, "--checkpoint-every-steps", "2", "--run-id", "inplace", "--runs-dir", runs,
-                 slow=0.05, supervised=True)
+                 slow=0.3, supervised=True)
     try:
         began = [next_event(path, "start", proc)]
         for _ in range(2):
             seen = len(events(path))
+            standby_ready(proc)
             kill_after_progress(path, proc, began[-1])
             began.append(next_event(path, "resume", proc, after=seen))
         assert proc.wait(120) == 0, proc.stderr
@@ -135,6 +152,10 @@ def test_outside_slurm_a_killed_trainer_is_retried_in_place_and_the_run_ends_bit
         assert retried_line("inplace", crash, retry, 3) in proc.stderr, proc.stderr
     assert "already exists" not in proc.stderr and len(events(path, "finish")) == 1
     assert final_digest(path) == reference.digest
+    # each retry ran in the warm standby: its first step came without the interpreter's start and torch's imports
+    assert [c["standby"] for c in crashes] == ["ready", "ready"], crashes
+    cold, *warm = events(path, "first-step")
+    assert cold["imports"] > 0.8 and all(w["imports"] < 0.5 for w in warm), (cold, warm)
 
 
 def test_the_crash_cap_holds_and_later_runs_get_the_signals(tmp_path, reference):

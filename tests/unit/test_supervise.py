@@ -79,3 +79,14 @@ def test_the_launch_size_and_the_retry_mark_come_from_the_environment():
 def test_an_exit_is_described_by_its_signal_or_code():
     assert describe_exit(-9) == "killed by SIGKILL" and describe_exit(1) == "exit code 1"
     assert describe_exit(7) == "exit code 7: hung, no step within --hang-timeout-seconds"
+
+
+def test_a_standby_stands_in_for_a_python_script_or_module_only(monkeypatch):
+    from jobs.supervise.standby import STANDBY_ENV, can_stand_in
+
+    assert can_stand_in(["python", "scripts/train.py", "--run-id", "x"])
+    assert can_stand_in(["/usr/bin/python3.11", "-m", "jobs.examples", "--run-id", "x"])
+    assert not can_stand_in(["python", "-c", "print()"]) and not can_stand_in(["python", "-u", "train.py"])
+    assert not can_stand_in(["torchrun", "train.py"]) and not can_stand_in(["python", "-m"])
+    monkeypatch.setenv(STANDBY_ENV, "0")
+    assert not can_stand_in(["python", "scripts/train.py"])
