@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from jobs.checkpoint.manifest import committed_entries
 from jobs.goodput.accounting import PARTS, account
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def train_under_kills(name: str, flags: list[str], schedule: list[float], args, 
     while True:
         if process is None or process.poll() is not None:
             if process is not None and process.returncode == 0:
-                print(f"{name}: finished after {len(schedule)} kills", flush=True)
+                print(f"{name}: finished after {len(schedule) - len(kills)} kills", flush=True)
                 return account(runs_dir / name)
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=_outside_slurm())
         if not kills:
@@ -146,6 +147,9 @@ def main(argv=None) -> int:
     print(f"auto without kills: {_events_count(runs_dir / 'auto-no-kill')} saves; training waited "
           f"{parts['checkpoint']:.2f} s ({parts['checkpoint'] / train:.2%} of {train:.1f} s of steps); their writes "
           f"took {writes:.2f} s in the background ({writes / train:.2%}); goodput {quiet['goodput']:.1%}")
+    digests = {committed_entries(runs_dir / name)[-1]["model_digest"] for name in [*results, "auto-no-kill"]}
+    print("final weights: " + (f"the same in every run (model_digest {digests.pop()[:12]}…)" if len(digests) == 1
+                               else f"{len(digests)} different model_digests: a resume was not exact"))
     print(f"runs in {runs_dir}")
     return 0
 

@@ -54,4 +54,3 @@ class StartupClock:
             previous = at
         out["seconds"] = round(previous, 3)
         return out
-

@@ -38,7 +38,7 @@ class Trainer:
         self.metrics = Metrics(loop_state or LoopState(), primary_metric, loop.eval_every_epochs, ranks, unit_of(task))
         store = CheckpointStore(run.path, loop.keep_last, loop.keep_every_epochs, warn=reporter.warn,
                                 weights_of=layout.weights, refuse_nonfinite=loop.stop_on_nonfinite)
-        cadence = auto_cadence(run, loop) if ranks.is_writer else None  # from the earlier starts: before this one's
+        cadence = auto_cadence(run, loop) if ranks.is_writer else None  # from the earlier starts (read first)
         self.ledger = Ledger(run.path, resume_step=task.step, world_size=ranks.world_size,
                              cadence=loop.checkpoint_every_seconds, since_start=seconds_since_process_start()) \
             if ranks.is_writer else NoLedger()
