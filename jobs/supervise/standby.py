@@ -13,12 +13,14 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 STANDBY_ENV = "JOBS_STANDBY"  # "0": no standby
 PIPE_ENV = "JOBS_STANDBY_FD"  # the standby's end of the supervisor's pipe
 READY_ENV = "JOBS_STANDBY_READY_FD"  # where it says that its imports are done
 PRELOADED = ("torch", "torch._dynamo", "jobs.launch.launcher")
+NAME, READY_NAME = "jobs-standby", "jobs-standby-ok"  # what ps and top show while it imports, once it waits
 SERVE = "from jobs.supervise.standby import serve; serve()"
 
 
@@ -54,17 +56,19 @@ class Standby:
 
     def hand_over(self, env: dict) -> subprocess.Popen | None:
         """The standby, now running the trainer with `env`; None if it is gone (start the trainer cold)."""
-        if self.process is None or self.process.poll() is not None:
-            return None
         request = {"argv": self.command[1:], "env": env, "started": time.clock_gettime(time.CLOCK_BOOTTIME)}
         try:
-            os.write(self._pipe, json.dumps(request).encode() + b"\n")
+            if self.process is None or self.process.poll() is not None:
+                return None
+            data = json.dumps(request).encode() + b"\n"
+            while data:  # a large environment goes in several writes
+                data = data[os.write(self._pipe, data):]
+            return self.process
         except OSError:
             return None
         finally:
             os.close(self._pipe)
             os.close(self._ready)
-        return self.process
 
     def discard(self) -> None:
         os.close(self._ready)
@@ -81,15 +85,28 @@ def serve() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the trainer, not for a standby
     pipe, ready = os.fdopen(int(os.environ.pop(PIPE_ENV))), int(os.environ.pop(READY_ENV))
-    for name in PRELOADED:
-        importlib.import_module(name)
-    try:
-        os.write(ready, b"1")
-    except OSError:
-        pass  # handed its trainer while it still imported: the supervisor no longer asks
-    os.close(ready)
+
+    def preload() -> None:
+        try:  # this thread only: the imports take idle CPU, never the training's; the trainer runs at its own
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass
+        for name in PRELOADED:
+            importlib.import_module(name)
+        name_process(READY_NAME)
+        try:
+            os.write(ready, b"1")
+        except OSError:
+            pass  # handed its trainer while it still imported: the supervisor no longer asks
+        os.close(ready)
+
+    name_process(NAME)
+    importing = threading.Thread(target=preload, name="standby-imports")
+    importing.start()
     line = pipe.readline()
     pipe.close()
+    importing.join()  # once the trainer is gone, the idle CPU is all its
+    name_process(os.path.basename(sys.executable))
     if not line:
         os._exit(0)  # discarded
     request = json.loads(line)
@@ -107,3 +124,12 @@ def serve() -> None:
         sys.argv = argv
         sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))  # as `python SCRIPT` sets it
         runpy.run_path(argv[0], run_name="__main__")
+
+
+def name_process(name: str) -> None:
+    """The process's name in ps and top (its main thread's; at most 15 characters)."""
+    try:
+        with open(f"/proc/{os.getpid()}/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:
+        pass

@@ -6,7 +6,8 @@ Exec'd by the batch scripts, the supervisor *is* the batch shell: SLURM's `B:USR
 it forwards USR2, TERM and INT to the trainer at once. Under `srun` with several tasks each task has its
 supervisor; only task 0's records and requeues (the other trainers' deaths reach rank 0 as a failed
 collective). Outside a batch job (a workstation, tmux, salloc) it retries a crashed trainer in place: the same
-command again, with JOBS_SUPERVISED_RETRY=1 so that a command that started the run continues it.
+command again, with JOBS_SUPERVISED_RETRY=1 so that a command that started the run continues it, in the warm
+standby it keeps once the trainer has done its first step (jobs.supervise.standby).
 
 A signal that arrives before the trainer's handlers are in (it imports torch) is held back and forwarded
 once they are: a warning is never lost, and never kills the trainer with USR2's default action. The trainer

@@ -107,14 +107,13 @@ def retried_line(run_id: str, crash: dict, retry: int, of: int) -> str:
 
 
 def standby_ready(proc, timeout: float = 60) -> None:
-    """Wait until the supervisor's standby has done its imports: it then blocks reading its pipe."""
+    """Wait until the supervisor's standby has done its imports: it then names itself jobs-standby-ok."""
     deadline, supervisor = time.monotonic() + timeout, proc.pid
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the supervisor ended before its standby was ready\n{proc.stderr}"
         for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
             with contextlib.suppress(OSError):
-                if "jobs.supervise.standby" in Path(f"/proc/{child}/cmdline").read_text() and \
-                        "pipe" in Path(f"/proc/{child}/wchan").read_text():
+                if Path(f"/proc/{child}/comm").read_text().strip() == "jobs-standby-ok":
                     return
         time.sleep(0.05)
     raise AssertionError(f"no standby of supervisor {supervisor} became ready within {timeout} s")
