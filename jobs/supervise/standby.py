@@ -13,7 +13,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 STANDBY_ENV = "JOBS_STANDBY"  # "0": no standby
@@ -86,26 +85,17 @@ def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the trainer, not for a standby
     pipe, ready = os.fdopen(int(os.environ.pop(PIPE_ENV))), int(os.environ.pop(READY_ENV))
 
-    def preload() -> None:
-        try:  # this thread only: the imports take idle CPU, never the training's; the trainer runs at its own
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            pass
-        for name in PRELOADED:
-            importlib.import_module(name)
-        name_process(READY_NAME)
-        try:
-            os.write(ready, b"1")
-        except OSError:
-            pass  # handed its trainer while it still imported: the supervisor no longer asks
-        os.close(ready)
-
     name_process(NAME)
-    importing = threading.Thread(target=preload, name="standby-imports")
-    importing.start()
+    for name in PRELOADED:  # at the trainer's priority: ready sooner; on CPU time the training may have wanted
+        importlib.import_module(name)
+    name_process(READY_NAME)
+    try:
+        os.write(ready, b"1")
+    except OSError:
+        pass  # handed its trainer while it still imported: the supervisor no longer asks
+    os.close(ready)
     line = pipe.readline()
     pipe.close()
-    importing.join()  # once the trainer is gone, the idle CPU is all its
     name_process(os.path.basename(sys.executable))
     if not line:
         os._exit(0)  # discarded
