@@ -22,7 +22,9 @@ torch._dynamo), which no training with a torch optimizer avoids.
 """
 import argparse
 import json
+import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from jobs.checkpoint.manifest import committed_entries
 from jobs.goodput.accounting import PARTS, account
+from jobs.run.files import read_json_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = {
@@ -81,7 +84,6 @@ def train_under_kills(name: str, flags: list[str], schedule: list[float], args, 
 
 
 def _outside_slurm() -> dict:
-    import os
     return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
 
 
@@ -91,8 +93,6 @@ def _trainer_of(run_path: Path) -> int:
 
 
 def _kill_trainer(pid: int) -> None:
-    import os
-    import signal
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -155,7 +155,6 @@ def main(argv=None) -> int:
 
 
 def _events(run_path: Path, kind: str) -> list[dict]:
-    from jobs.run.files import read_json_lines
     return [e for e in read_json_lines(run_path / "events.jsonl") if e.get("event") == kind]
 
 

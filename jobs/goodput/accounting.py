@@ -11,6 +11,11 @@ from jobs.goodput.ledger import ledger_files, read_ledger
 PARTS = ("kept", "startup", "recomputed", "checkpoint", "evaluation", "final")  # badput: all but "kept"
 
 
+def read_starts(run_path: Path) -> list[dict]:
+    """The run's starts whose ledger reads, oldest first."""
+    return sorted((s for s in map(read_ledger, ledger_files(run_path)) if s is not None), key=lambda s: s["started"])
+
+
 def died(start: dict) -> bool:
     """Ended without a save of its own: killed outright (its ledger never says how it ended), or crashed."""
     return start["end"] in (None, "crashed")
@@ -47,10 +52,9 @@ def start_parts(start: dict, kept_to: float) -> dict:
 def account(run_path: Path) -> dict | None:
     """{"goodput", "total_seconds", "parts": {part: seconds}, "starts", "deaths", "recomputed_steps", ...} over
     every start of the run (process-seconds: a start of N processes counts N times); None without ledgers."""
-    starts = [s for s in map(read_ledger, ledger_files(run_path)) if s is not None]
+    starts = read_starts(run_path)
     if not starts:
         return None
-    starts.sort(key=lambda s: s["started"])
     totals = dict.fromkeys(PARTS, 0.0)
     steps = {"kept_steps": 0, "recomputed_steps": 0}
     kept_to, total = float("inf"), 0.0
@@ -73,6 +77,6 @@ def account(run_path: Path) -> dict | None:
 def death_history(run_path: Path) -> tuple[float, int, float | None]:
     """(seconds of the earlier starts' processes, how many died outright, the last measured save cost): what
     the auto cadence (jobs.goodput.cadence) learns from before this start."""
-    starts = sorted((s for s in map(read_ledger, ledger_files(run_path)) if s is not None), key=lambda s: s["started"])
+    starts = read_starts(run_path)
     cost = next((s["save_cost_seconds"] for s in reversed(starts) if s.get("save_cost_seconds")), None)
     return sum(s["total_seconds"] for s in starts), sum(1 for s in starts if died(s)), cost
