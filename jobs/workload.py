@@ -16,7 +16,8 @@ class Task(Protocol):
     "tokens"; default "samples"), `startup_phases` (seconds by name: where the task's part of a start went,
     shown in the first-step event as `task_parts`), `batch_size` (named in an out-of-memory message), and
     `rank_state_dict()` / `load_rank_state_dict(state)` (what differs between the processes of a run trained
-    by several: kept per rank in its checkpoints)."""
+    by several: kept per rank in its checkpoints), with `reseed_rank(seed)` (that state derived from a seed, for
+    a run resumed by another number of processes; without it such a task must resume with its own number)."""
     steps_per_epoch: int
     total_steps: int
     step: int  # optimizer steps done so far

@@ -261,6 +261,10 @@ class ResNetTask:
     def load_rank_state_dict(self, state: dict) -> None:
         self.augment_generator.set_state(state["augment_generator"])
 
+    def reseed_rank(self, seed: int) -> None:
+        """Resumed by another number of processes: this rank's crops and flips drawn from a seed jobs/ derives."""
+        self.augment_generator.manual_seed(seed)
+
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -124,3 +124,16 @@ class ShufflesFromTheGlobalRNG(LoopsOverALoader):
 FORGETS_ITS_OPTIMIZER = Workload(ForgetsItsOptimizer)
 LOOPS_OVER_A_LOADER = Workload(LoopsOverALoader)
 SHUFFLES_FROM_THE_GLOBAL_RNG = Workload(ShufflesFromTheGlobalRNG)
+
+
+class RankStateNoReseed(TinyTask):
+    """Keeps per-rank state but cannot derive it for another number of processes (no reseed_rank)."""
+
+    def rank_state_dict(self) -> dict:
+        return {}
+
+    def load_rank_state_dict(self, state: dict) -> None:
+        pass
+
+
+RANK_STATE_WORKLOAD = Workload(RankStateNoReseed)

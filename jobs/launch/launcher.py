@@ -8,6 +8,7 @@ from jobs.distributed import process_group
 from jobs.distributed.ranks import Ranks
 from jobs.goodput.ledger import NoLedger
 from jobs.launch.claim import claim
+from jobs.launch.elastic import check_resizable
 from jobs.launch.plan import NEW, RESUME, RESUME_IF_EXISTS, Plan, check_not_shorter, make_plan
 from jobs.launch.restore import announce, restore
 from jobs.readable import readable
@@ -57,6 +58,8 @@ def _train_run(run: RunDir, plan: Plan, force: bool, job: dict | None, reporter:
     clock.mark("build")
     if plan.changes:
         ranks.on_rank0(lambda: check_not_shorter(run, task, plan.changes))
+    if plan.resized_from:
+        ranks.on_rank0(lambda: check_resizable(task, run.run_id, plan.resized_from, ranks.world_size))
     lock = RunLock(run.path, slurm_job_running=job_is_running, warn=reporter.warn,
                    world_size=ranks.world_size) if ranks.is_writer else None
     # Signals are caught from here on; TERM that SLURM sends after our own requeue finds the flag too.
@@ -66,12 +69,13 @@ def _train_run(run: RunDir, plan: Plan, force: bool, job: dict | None, reporter:
                                                    reporter))
             if refused is not None:
                 return refused
-            loop_state, entry = restore(run, task, ranks, reporter)
+            loop_state, entry, resized_from = restore(run, task, ranks, reporter)
             ledger = NoLedger()
             if task.step >= task.total_steps:
                 outcome = _already_finished(run, task, loop_state, reporter)
             else:
-                restarts = announce(run, task, ranks, reporter, plan.exists, plan.changes, entry, plan.loop_changes)
+                restarts = announce(run, task, ranks, reporter, plan.exists, plan.changes, entry, plan.loop_changes,
+                                    resized_from)
                 clock.mark("restore")
                 trainer = Trainer(task, run, loop, stop, reporter, getattr(workload, "primary_metric", None),
                                   ranks=ranks, clock=clock, restarts=restarts, loop_state=loop_state,

@@ -21,6 +21,7 @@ class Plan:
     exists: bool  # a run being resumed
     frozen: dict | None  # the run's config.json, when it exists
     loop_changes: dict | None = None  # the loop's settings a resume changes (they may change: recorded)
+    resized_from: int | None = None  # the processes that trained the run, when this launch has another number
 
 
 def config_changes(frozen: dict, given: dict, safe: frozenset, overrides: set) -> dict:
@@ -72,11 +73,6 @@ def make_plan(run: RunDir, workload_ref: str | None, task_config: dict | None, m
     # frozen (as that run had them): both sides are completed before they are compared, and frozen whole
     task_config = None if task_config is None else completed(workload, task_config)
     if exists:
-        trained_by = frozen.get("world_size", 1)
-        if trained_by != world_size:
-            raise UserError(f"run {run.run_id!r} was trained by {trained_by} process(es) (world size {trained_by}); "
-                            f"this launch has {world_size}: resume it with {trained_by} (e.g. srun -n {trained_by} "
-                            f"or torchrun --nproc-per-node {trained_by}), or start a new run id")
         frozen["task"] = completed(workload, frozen["task"])
         given = dict(frozen["task"]) if task_config is None else dict(task_config)
         given.update(overrides)
@@ -89,4 +85,6 @@ def make_plan(run: RunDir, workload_ref: str | None, task_config: dict | None, m
     workload.validate(task_config)
     before = LoopConfig(**(frozen or {}).get("loop", {})).to_dict()  # a setting added since: its default then
     loop_changes = {k: v for k, v in loop.to_dict().items() if before[k] != v} if exists else None
-    return Plan(workload_ref, task_config, loop.to_dict(), changes, exists, frozen, loop_changes or None)
+    trained_by = (frozen or {}).get("world_size", 1)
+    return Plan(workload_ref, task_config, loop.to_dict(), changes, exists, frozen, loop_changes or None,
+                trained_by if exists and trained_by != world_size else None)

@@ -30,6 +30,8 @@ def field_text(key: str, value, primary_metric: str | None = None) -> str:
         return share(value)
     if key == "goodput_detail":
         return goodput_text(value)
+    if key == "world_sizes":
+        return " → ".join(map(str, value)) + (" (resized: the same batches, not bit-exact)" if len(value) > 1 else "")
     if key == "checkpoint_interval_seconds":
         return f"{value:.1f} s"
     if key.endswith("_time") or key == "heartbeat":

@@ -64,10 +64,14 @@ def run_summary(run: RunDir, status: dict, config: dict, queue: dict | None, now
     state, hint = run_state(status, slurm_info if queue is not None else None, now)
     task = config.get("task", {})
     resumes = run.events("resume")
+    sizes = [e.get("world_size", 1) for e in run.events("start")[:1] + resumes]
     goodput = account(run.path)
     return {
         "run_id": run.run_id, "model": status.get("model"), "state": state,
         "world_size": config.get("world_size", 1),  # the processes that train it (DDP)
+        # the numbers of processes it was trained by, in turn: a resume with another number is not bit-exact
+        "world_sizes": [n for i, n in enumerate(sizes) if i == 0 or n != sizes[i - 1]] or None,
+        "bit_exact": not any("resized" in e for e in resumes),
         "hint": hint.format(run_id=run.run_id) if hint else None,
         "epoch": status.get("epoch", 0), "epochs": status.get("epochs", task.get("epochs")),
         "step": status.get("step", newest.get("step", 0)), "total_steps": status.get("total_steps"),
