@@ -235,7 +235,8 @@ def test_a_diverged_run_stops_within_an_epoch_without_saving_nan(tmp_path, every
     exit 4, a `diverged` event, state failed with a hint, and never says `completed`. No checkpoint with
     non-finite weights is committed: with saves at epoch ends only there is none at all (the first one
     would already hold NaN); with a save every step, the newest committed one is finite."""
-    cadence = ["--checkpoint-every-steps", "1"] if every_step else []
+    # epoch ends only: no timed save either (auto's first one, after 1 s, may land before the divergence)
+    cadence = ["--checkpoint-every-steps", "1"] if every_step else ["--checkpoint-every-seconds", "off"]
     code, out, err = call("train", *TINY, "--epochs", "10", "--lr", "1000", *cadence, "--run-id", "nan",
                           "--runs-dir", tmp_path)
     assert code == EXIT_DIVERGED, err
