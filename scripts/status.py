@@ -30,7 +30,7 @@ def render(args):
         from rich.text import Text
 
         sweep = read_sweep(args.runs_dir, args.sweep)
-        return Text(sweep_table(sweep, sweep_runs(args.runs_dir, sweep)))
+        return Text(sweep_table(sweep, sweep_runs(args.runs_dir, sweep)), no_wrap=True, overflow="crop")
     runs = collect(args.runs_dir, [args.run_id] if args.run_id else None)
     if args.run_id:
         run = RunDir(args.runs_dir, args.run_id)
@@ -70,7 +70,8 @@ def main(argv=None) -> int:
         # one run: indented for reading; many: compact (json's C encoder; indenting is pure Python, 3x slower)
         print(json.dumps(runs[0], indent=1) if args.run_id else json.dumps(runs))
         return 0
-    if not args.watch and not sys.stdout.isatty():  # piped or under sbatch: plain aligned text
+    # piped or under sbatch, and a sweep's table anywhere: plain aligned text
+    if not args.watch and (not sys.stdout.isatty() or args.sweep):
         if args.sweep:
             print(sweep_table(sweep, sweep_runs(args.runs_dir, sweep)))
         elif args.run_id:

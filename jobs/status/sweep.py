@@ -13,9 +13,12 @@ RIGHT = {"task", "step", "restarts", "goodput"}
 
 
 def _not_started(task: dict, slurm: dict | None, array_job_id: str | None) -> dict:
-    """The row of a task without a run directory: queued, or gone from the queue before it started."""
+    """The row of a task without a run directory: queued, starting (SLURM runs it, its trainer has not made
+    the run yet), or gone from the queue before it started."""
     queued = (slurm or {}).get(task["index"])
     state = "pending" if slurm is None or queued else "never started"
+    if queued and queued["state"] in ("RUNNING", "CONFIGURING", "COMPLETING"):
+        state = "starting"
     return {"run_id": task["run_id"], "state": state, "model": None, "epoch": 0, "epochs": None, "step": 0,
             "primary_metric": None, "best_metric": None, "last_metric": None, "restarts": 0, "goodput": None,
             "final_metrics": {}, "model_digest": None,

@@ -4,11 +4,12 @@ Written by scripts/submit.py before the array is submitted (and again with the a
 read by each task (`python -m jobs.sweep FILE INDEX`, from slurm/train_sweep.sh), by status.py and report.py.
 Run ids cannot start with "." but can be "sweeps"; the file's name can never be a run's: it ends in ".json".
 """
+import json
 import time
 from pathlib import Path
 
 from jobs.errors import UserError
-from jobs.run.files import read_json, write_json_atomic
+from jobs.run.files import read_json, write_atomic
 from jobs.sweep.grid import points, run_id_of
 
 FORMAT = 1
@@ -31,7 +32,7 @@ def build(name: str, axes: dict[str, list[str]], common: list[str], task_flags, 
 def write(runs_dir: Path, sweep: dict) -> Path:
     path = sweep_path(runs_dir, sweep["name"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, sweep)
+    write_atomic(path, (json.dumps(sweep, indent=1) + "\n").encode())  # unsorted: the axes keep their order
     return path
 
 

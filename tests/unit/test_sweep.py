@@ -87,6 +87,7 @@ def test_the_sweep_file_gives_each_task_its_run_id_and_flags(tmp_path):
     path = sweep_file.write(tmp_path, sweep)
     assert path == tmp_path / "sweeps" / "s.json" and sweep_file.known_sweeps(tmp_path) == ["s"]
     read = sweep_file.read(tmp_path, "s")
+    assert list(read["axes"]) == ["block", "seed"] and list(read["tasks"][0]) == ["index", "run_id", "values", "flags"]
     assert [t["run_id"] for t in read["tasks"]] == ["s-block_standard-seed_0", "s-block_standard-seed_1",
                                                     "s-block_bottleneck-seed_0", "s-block_bottleneck-seed_1"]
     assert sweep_file.task_command(read, 3) == ["s-block_bottleneck-seed_1", "--synthetic", "64", "--block",
@@ -111,6 +112,17 @@ def test_array_tasks_reads_one_line_per_task_from_squeue(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     assert array_tasks("41") == {0: {"job_id": "41_0", "state": "RUNNING"}, 3: {"job_id": "41_3", "state": "PENDING"}}
     assert (tmp_path / "args").read_text().split() == ["-h", "-r", "-j", "41", "-o", "%i|%K|%T"]
+
+
+def test_a_task_without_its_run_is_pending_starting_or_never_started():
+    from jobs.status.sweep import _not_started
+
+    task = {"index": 2, "run_id": "s-seed_2"}
+    assert _not_started(task, None, None)["state"] == "pending"  # squeue cannot say: it may still come
+    assert _not_started(task, {2: {"job_id": "41_2", "state": "PENDING"}}, "41")["state"] == "pending"
+    starting = _not_started(task, {2: {"job_id": "41_2", "state": "RUNNING"}}, "41")
+    assert (starting["state"], starting["slurm_job_id"], starting["slurm_state"]) == ("starting", "41_2", "RUNNING")
+    assert _not_started(task, {0: {"job_id": "41_0", "state": "RUNNING"}}, "41")["state"] == "never started"
 
 
 def test_what_a_task_and_status_py_sweep_run_imports_no_torch(tmp_path):
