@@ -4,8 +4,10 @@ CUDA collectives go through NCCL (LOCAL_RANK picks the GPU), CPU ones through gl
 CPU tensor, agreed on without waiting for the GPU. Every collective has a timeout, so that a rank that died
 never leaves the others waiting for ever. A single process initializes nothing.
 """
+import atexit
 import datetime
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -13,6 +15,7 @@ import torch.distributed as dist
 from jobs.distributed.ranks import Ranks
 from jobs.environment import JobEnvironment
 from jobs.errors import UserError
+from jobs.exit_codes import EXIT_FAILED
 
 DEFAULT_TIMEOUT_SECONDS = 300.0  # a checkpoint write or an evaluation on rank 0 must fit in it
 TIMEOUT_ENV = "JOBS_COLLECTIVE_TIMEOUT_SECONDS"  # how long a rank waits for the others, at most
@@ -47,8 +50,20 @@ def setup(timeout_seconds: float | None = None) -> Ranks:
 
 
 def teardown(ranks: Ranks) -> None:
-    if ranks.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (ranks.owns_group and dist.is_initialized()):
+        return
+    if ranks.peer_lost:
+        # gloo's threads of a group whose peer died can abort the process as they are destroyed (std::terminate:
+        # exit -6 instead of 1, seen under load): such a process leaves without running C++ destructors
+        atexit.register(_leave_now, EXIT_FAILED)
+        return
+    dist.destroy_process_group()
+
+
+def _leave_now(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def is_peer_failure(error: BaseException) -> bool:

@@ -20,6 +20,7 @@ class Ranks:
     def __init__(self, rank: int = 0, world_size: int = 1, launcher: str | None = None, owns_group: bool = False):
         self.rank, self.world_size, self.launcher = rank, world_size, launcher
         self.owns_group = owns_group  # set up here (and so torn down here), not by the caller
+        self.peer_lost = False  # a collective failed because another rank died or stopped answering
 
     @property
     def distributed(self) -> bool:

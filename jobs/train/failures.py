@@ -81,6 +81,7 @@ class Failures:
                    f"({type(error).__name__}: {first_line[:300]}); {where}")
         self.run.event("error", step, message=message, cause="peer-lost", rank=self.ranks.rank)
         self.telemetry.status("failed", error=message)
+        self.ranks.peer_lost = True  # its group is broken: jobs.distributed.process_group leaves it as it is
         return Outcome(Ending.PEER_LOST, step, message=message)
 
     def crashed(self, error: BaseException) -> None:
