@@ -8,8 +8,8 @@ reference (the final checkpoint's model_digest); `status.py --sweep` and `report
 Pacing as in tests/slurm/test_slurm_e2e.py: the checkpoint writes are slowed (JOBS_TEST_SLOW_WRITE_SECONDS,
 a save every K steps), so STEPS steps take >= 42 s of training however fast the CPU: longer than the first
 job's window (its USR2 comes 10-40 s after it starts), so every task is requeued at least once. The four
-references train here at the same time as the array. 3.6 minutes on a 2-core machine that also ran the rest
-of the suite; SLURM's restarts of each task are its own requeues (a requeue of the array would count in all).
+references train here at the same time as the array. About 2.6 minutes on a 2-core machine (each task requeued
+4-5 times); SLURM's restarts of each task are its own requeues (a requeue of the array would count in all).
 """
 from __future__ import annotations
 
