@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR)
     parser.add_argument("--resume-if-exists", action="store_true", help="submit an existing run id too")
     add_loop_arguments(parser)
-    slurm = parser.add_argument_group("SLURM (submitit executor)")
+    slurm = parser.add_argument_group("SLURM (the submitit executor; with --sweep, sbatch --array)")
     slurm.add_argument("--partition")
     slurm.add_argument("--time", type=positive_int, default=120, help="minutes per job (default 120)")
     slurm.add_argument("--gpus", type=int, default=1, help="GPUs per node (default 1; 0 for none)")
