@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite. As root on Debian it first installs and starts the one-node SLURM dev cluster
+# The whole test suite. As root on Debian it first installs and starts the two-node SLURM dev cluster
 # (slurm/dev-cluster), and the SLURM end-to-end tests must then run; elsewhere they are skipped.
 # Extra arguments go to pytest (e.g. `-m "not slurm"`, `-k resume`).
 set -euo pipefail

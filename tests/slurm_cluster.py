@@ -1,7 +1,9 @@
-"""Helpers for end-to-end tests against the one-node dev cluster (slurm/dev-cluster).
+"""Helpers for end-to-end tests against the dev cluster (slurm/dev-cluster): two nodes, node0 and
+node1, each in its own network namespace, or one (SLURM_DEV_NODES=1, on loopback).
 
-`ensure_cluster()` starts the cluster with start.sh when `sinfo` does not answer and
-returns an environment with SLURM_CONF set; the session fixture `slurm_env` wraps it.
+`ensure_cluster()` starts the cluster with start.sh when `sinfo` does not answer, or answers with
+another number of nodes than SLURM_DEV_NODES (default 2), and returns an environment with
+SLURM_CONF set; the session fixture `slurm_env` wraps it.
 The cluster is left running afterwards (start.sh is idempotent; stop.sh stops it).
 Without root or SLURM binaries the tests are skipped, unless SLURM_TESTS_REQUIRED=1
 (CI), which turns the skip into a failure.
@@ -32,6 +34,9 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float = 30, **kw: Any):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, **kw)
 
 
+NODES = int(os.environ.get("SLURM_DEV_NODES", "2"))  # what start.sh starts
+
+
 def _answers(env: dict[str, str]) -> bool:
     # A client retries a dead controller for ~9 s: look for the process first.
     try:
@@ -41,9 +46,10 @@ def _answers(env: dict[str, str]) -> bool:
     except OSError:
         return False
     try:
-        return _run(["sinfo", "-h", "-o", "%T"], env, timeout=10).returncode == 0
+        done = _run(["sinfo", "-h", "-N", "-o", "%N"], env, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return False
+    return done.returncode == 0 and len(set(done.stdout.split())) == NODES
 
 
 def _unavailable(reason: str):
@@ -152,4 +158,10 @@ def scancel(job_id: int, env: dict[str, str]) -> None:
 
 
 def node_cpus(env: dict[str, str]) -> int:
+    """The CPUs of one node (every node has as many)."""
     return int(_run(["sinfo", "-h", "-N", "-o", "%c"], env).stdout.split()[0])
+
+
+def node_names(env: dict[str, str]) -> list[str]:
+    """The cluster's nodes, sorted: ["node0", "node1"] (["node0"] with SLURM_DEV_NODES=1)."""
+    return sorted(set(_run(["sinfo", "-h", "-N", "-o", "%N"], env).stdout.split()))

@@ -27,11 +27,21 @@ stop_pidfile() {  # NAME PIDFILE: TERM, wait up to 5 s, then KILL
     done
     kill -9 "$pid" 2>/dev/null; log "killed $1 ($pid)"
 }
-stop_pidfile slurmd "$DIR/slurmd.pid" &   # each takes ~2 s to exit: in parallel
+for pidfile in "$DIR"/slurmd-*.pid "$DIR/slurmd.pid"; do   # each takes ~2 s to exit: in parallel
+    stop_pidfile slurmd "$pidfile" &
+done
 stop_pidfile slurmctld "$DIR/slurmctld.pid" &
 stop_pidfile slurmdbd "$DIR/slurmdbd.pid" &
 stop_pidfile mariadbd "$DIR/mysql/mysql.pid" &
 wait
+# The nodes' network namespaces (two or more nodes): what still runs in them (a job's process that outlived
+# its slurmd) is killed; then the namespaces (their veth pairs go with them), the bridge, their hosts files.
+for node in $( (cat "$DIR/netns"; grep -l slurm/dev-cluster /etc/netns/node*/hosts | cut -d/ -f4) 2>/dev/null | sort -u); do
+    ip netns pids "$node" 2>/dev/null | xargs -r kill -9
+    ip netns del "$node" 2>/dev/null && log "removed network namespace $node"
+    rm -rf "/etc/netns/$node"
+done
+ip link del slurmdev-br 2>/dev/null && log "removed bridge slurmdev-br"
 # munged only if start.sh started it (a real cluster's munged stays up).
 [ -f "$DIR/.munged-ours" ] && stop_pidfile munged /run/munge/munged.pid
 exit 0

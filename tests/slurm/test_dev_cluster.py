@@ -1,17 +1,19 @@
-"""The dev cluster behaves like the real clusters the toolkit targets: jobs run,
-requeued jobs rerun with SLURM_RESTART_COUNT, preemption sends USR2 then TERM and
-requeues, and --gres=gpu:1 is accepted. About 40 s in all (GraceTime dominates).
+"""The dev cluster behaves like the real clusters the toolkit targets: two nodes with their own
+hostnames and addresses (unless SLURM_DEV_NODES=1), jobs run, requeued jobs rerun with
+SLURM_RESTART_COUNT, preemption sends USR2 then TERM and requeues, and --gres=gpu:1 is accepted.
+About 40 s in all (GraceTime dominates).
 The `slurm_env` fixture comes from tests/conftest.py (tests/slurm_cluster.py)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.slurm_cluster import job_info, node_cpus, sbatch, scancel, wait_for, wait_job_state
+from tests.slurm_cluster import NODES, job_info, node_cpus, node_names, sbatch, scancel, wait_for, wait_job_state
 
 pytestmark = pytest.mark.slurm
 
@@ -34,6 +36,28 @@ def read_events(path):
 
 def started(path, count):
     return [t for e, n, t in read_events(path) if e == "start" and n == count]
+
+
+def srun_lines(args: list[str], env: dict) -> dict[str, str]:
+    """`srun -l ARGS` from this host (an allocation of its own): {task: its output line}."""
+    done = subprocess.run(["srun", "-l", *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
+
+
+@pytest.mark.skipif(NODES < 2, reason="SLURM_DEV_NODES=1: one node")
+def test_two_nodes_with_their_own_hostnames_and_addresses(slurm_env):
+    assert node_names(slurm_env) == ["node0", "node1"]
+    one_per_node = ["-N2", "--ntasks-per-node=1"]
+    assert srun_lines([*one_per_node, "hostname"], slurm_env) == {"0": "node0", "1": "node1"}
+    # each task's own name resolves to its own node's address, and node1 resolves node0 (the rendezvous)
+    resolve = "import socket; print(socket.gethostbyname(socket.gethostname()), socket.gethostbyname('node0'))"
+    addresses = srun_lines([*one_per_node, sys.executable, "-c", resolve], slurm_env)
+    assert addresses == {"0": "10.77.0.10 10.77.0.10", "1": "10.77.0.11 10.77.0.10"}, addresses
+    # torch's MASTER_ADDR under srun (jobs.environment): node0's NodeAddr, on both nodes
+    master = "from jobs.environment import JobEnvironment as E; l = E().launch(); print(l.master_addr, l.rank)"
+    assert srun_lines([*one_per_node, sys.executable, "-c", master], slurm_env) == {
+        "0": "10.77.0.10 0", "1": "10.77.0.10 1"}
 
 
 def test_wrap_job_runs_and_writes_file(slurm_env, tmp_path):
@@ -72,7 +96,9 @@ def test_urgent_job_preempts_debug_job_with_usr2_then_term(slurm_env, tmp_path):
     try:
         wait_for(lambda: started(log, 0), 20, what="victim start")
         t0 = time.time()
-        urgent = sbatch(["-p", "urgent", "-c", str(node_cpus(slurm_env)), "--wrap", "sleep 1"], slurm_env, cwd=tmp_path)
+        # every CPU of every node: the victim is preempted wherever it runs
+        urgent = sbatch(["-p", "urgent", "-N", str(NODES), "-c", str(node_cpus(slurm_env)), "--wrap", "sleep 1"],
+                        slurm_env, cwd=tmp_path)
         wait_for(lambda: started(log, 1), grace + 45, what="victim rerun after preemption")
         events = read_events(log)
         signals = [(e, t) for e, n, t in events if n == 0 and e in ("USR2", "TERM")]

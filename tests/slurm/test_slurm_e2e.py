@@ -1,26 +1,29 @@
-"""End to end on the one-node dev cluster (slurm/dev-cluster): real sbatch jobs train tiny synthetic
+"""End to end on the two-node dev cluster (slurm/dev-cluster): real sbatch jobs train tiny synthetic
 runs and are interrupted every way SLURM interrupts a run; each must end with the weights of an
 uninterrupted local run (the newest checkpoint's model_digest, bit for bit).
 
     pytest -m slurm tests/slurm/test_slurm_e2e.py -s      # -s shows the measured wall times and requeue counts
 
-Three phases, each a module fixture that starts its scenarios at once and waits for all of them
-(node0 has 2 CPUs; every training job asks for one):
+Four phases, each a module fixture that starts its scenarios at once and waits for all of them
+(every training job asks for one CPU, a 2-task job one on each node):
   preemption      two `debug` runs, one in mid-run and one still starting up, preempted by an `urgent`
                   job that takes the whole node (this phase runs alone);
   time limit      `sbatch --time=1 slurm/train_standard.sh` and `scripts/submit.py --time 1`
                   (submitit, srun), each requeued by its own USR2 handler until the run is done;
                   status.py and resume.py are checked against the sbatch job while it runs; and the
-                  same two with 2 tasks each (DDP, gloo: slurm/train_ddp.sh with srun, and
-                  submit.py --tasks-per-node 2), compared with an uninterrupted 2-rank run;
+                  same two with 2 tasks each, one per node (DDP, gloo: slurm/train_ddp.sh with srun
+                  -N 2, and submit.py --nodes 2), compared with an uninterrupted 2-rank run;
   stops           plain scancel + resume.py; a trainer SIGKILLed inside its job (the supervisor requeues
                   it), and killed twice under --max-crash-retries 1 (the second time it is not); a run
                   that diverges (not requeued); and the requeue cap (--max-requeues 1, USR2 sent by hand),
                   which also checks status.py and resume.py against a held (PENDING) job; a 2-task
-                  job cancelled, then resubmitted with its 2 tasks by resume.py.
+                  job cancelled, then resubmitted with its 2 tasks by resume.py;
+  a node lost     (two nodes only) node1 set DOWN under a 2-node run (SLURM requeues it), then node1's
+                  network cut (rank 0 ends in peer-lost within the collective timeout, its supervisor
+                  requeues): one after the other, alone on the cluster.
 The local reference runs (one per config, and the 2-rank one) are started once, in the background, at the
-start. The dev cluster's node0 has twice the machine's cores (slurm/dev-cluster/start.sh) and a 2-task job
-asks for --overcommit (its 2 tasks on 1 CPU), so that a phase's jobs mostly run side by side.
+start. Each dev cluster node has twice the machine's cores (slurm/dev-cluster/start.sh), so that a phase's jobs
+mostly run side by side (with SLURM_DEV_NODES=1 a 2-task job asks for --overcommit: its 2 tasks on 1 CPU).
 About 3.5 minutes in all on an idle 2-CPU machine (5 under heavy CPU load).
 
 Pacing. A job's USR2 comes from slurmctld's time-limit check, every 30 s: with --time=1 and
@@ -51,6 +54,7 @@ import pytest
 
 from tests.integration.test_distributed import Ranks as LocalRanks
 from tests.slurm_cluster import (
+    NODES,
     REPO,
     TERMINAL,
     job_info,
@@ -77,6 +81,11 @@ SHORT = COMMON + ["--synthetic", "600", "--epochs", "8", "--checkpoint-every-ste
 SHORT_STEPS = 128
 CONFIGS = {"long": LONG, "short": SHORT}
 USR2 = "B:USR2@20"  # the tests' SBATCH_SIGNAL: the supervisor is the batch shell and forwards it
+# A 2-task job: one task on each node of the two-node dev cluster; both on node0 with SLURM_DEV_NODES=1
+# (its 2 tasks on 1 CPU: --overcommit).
+TWO_NODES = NODES >= 2
+DDP_SHAPE = ["--nodes=2", "--ntasks-per-node=1"] if TWO_NODES else ["--ntasks=2", "--ntasks-per-node=2",
+                                                                       "--overcommit"]
 JOB_TIMEOUT = 420  # seconds for one scenario's jobs; a healthy run takes 30-150 s
 
 SUBMITTED: list[int] = []  # every job these tests submit, cancelled at module teardown
@@ -249,9 +258,9 @@ class Ctx:
         return env
 
     def submit_train(self, name: str, minutes: int, flags: list, env: dict, tasks: int = 1) -> tuple[int, Path, Path]:
-        """sbatch slurm/train_standard.sh on one CPU (with 2 tasks: slurm/train_ddp.sh, --overcommit);
+        """sbatch slurm/train_standard.sh on one CPU (with 2 tasks: slurm/train_ddp.sh, DDP_SHAPE);
         (job id, run dir, output file)."""
-        shape = ["--ntasks=2", "--ntasks-per-node=2", "--overcommit"] if tasks == 2 else []
+        shape = DDP_SHAPE if tasks == 2 else []
         job = sbatch([f"--job-name={name}", f"--time={minutes}", "--cpus-per-task=1", "--gres=gpu:0", "--mem=1G",
                       *shape, f"--output={self.out}/{name}-%j.out",
                       "slurm/train_ddp.sh" if tasks == 2 else "slurm/train_standard.sh", *flags,
@@ -303,7 +312,9 @@ def refs(slurm_env, tmp_path_factory, request):
         references.start("long")
     if selected & {"test_two_srun_tasks_requeued_by_the_time_limit_end_bit_exact",
                    "test_two_submitit_tasks_requeued_end_bit_exact",
-                   "test_a_cancelled_two_task_run_resubmitted_by_resume_py_ends_bit_exact"}:
+                   "test_a_cancelled_two_task_run_resubmitted_by_resume_py_ends_bit_exact",
+                   "test_a_node_set_down_requeues_the_run_which_resumes_bit_exact",
+                   "test_a_network_cut_ends_in_peer_lost_and_the_requeued_run_resumes_bit_exact"}:
         references.start("ddp")
     yield references
     references.pool.shutdown(wait=True, cancel_futures=True)
@@ -322,8 +333,9 @@ def drive_preemption(ctx: Ctx) -> dict:
     # Not in the same instant: once (CI, SLURM 22.05) a job that the backfill scheduler had started 54 ms
     # before the urgent job came was not preempted; its trainer still imports torch for seconds after this.
     time.sleep(1)
-    urgent = sbatch(["-p", "urgent", "-c", str(ctx.cpus), f"--output={ctx.out}/urgent-%j.out", "--wrap", "sleep 5"],
-                    ctx.env, cwd=ctx.out)
+    # every CPU of every node: both victims are preempted, wherever they run
+    urgent = sbatch(["-p", "urgent", "-N", str(NODES), "-c", str(ctx.cpus), f"--output={ctx.out}/urgent-%j.out",
+                     "--wrap", "sleep 5"], ctx.env, cwd=ctx.out)
     SUBMITTED.append(urgent)
     res["preempted_at_step"] = kinds(run_dir, "checkpoint")[-1]["step"]
     res["early"]["started_before_urgent"] = bool(kinds(early_dir, "start"))
@@ -406,10 +418,13 @@ def drive_sbatch_requeue(ctx: Ctx) -> dict:
 def submitit_requeue(ctx: Ctx, run_id: str, tasks: int) -> dict:
     t0 = time.monotonic()
     env = dict(ctx.env, JOBS_TEST_SLOW_WRITE_SECONDS=str(WRITE_S))  # no SBATCH_SIGNAL: submitit sets USR2@20
-    if tasks > 1:
+    shape = ["--tasks-per-node", str(tasks)]
+    if tasks > 1 and TWO_NODES:
+        shape = ["--nodes", str(tasks), "--tasks-per-node", "1"]
+    elif tasks > 1:
         env["SBATCH_OVERCOMMIT"] = "1"
     done = script(["scripts/submit.py", *LONG, "--run-id", run_id, "--runs-dir", ctx.runs, "--time", "1",
-                   "--gpus", "0", "--cpus", "1", "--signal-delay", "20", "--tasks-per-node", str(tasks)], env)
+                   "--gpus", "0", "--cpus", "1", "--signal-delay", "20", *shape], env)
     found = re.search(r"as SLURM job (\d+)", done.stdout)
     assert done.returncode == 0 and found, f"submit.py failed: {done.stdout}{done.stderr}"
     job = int(found.group(1))
@@ -501,18 +516,20 @@ def check_ddp_run(name: str, res: dict, reference: str, min_requeues: int) -> li
     assert len(signals) == len(requeues) and all(e["ranks"] and set(e["ranks"]) <= {"0", "1"} for e in signals), why
     assert res["final"]["state"] == "completed" and res["final"]["step"] == LONG_STEPS, res["final"]
     assert res["final"]["world_size"] == 2, res["final"]
+    if TWO_NODES:  # one rank on each node
+        assert res["info"]["NodeList"] == "node[0-1]" and res["info"]["NumTasks"] == "2", brief(res["info"])
     assert res["final"]["model_digest"] == reference, why
     return events
 
 
 def test_two_srun_tasks_requeued_by_the_time_limit_end_bit_exact(requeue_phase, refs):
-    check_ddp_run("sbatch -n 2 train_ddp.sh (srun)", requeue_phase["ddp-sbatch"].result(), refs.get("ddp")["digest"],
-                  min_requeues=2)
+    check_ddp_run(f"sbatch {' '.join(DDP_SHAPE[:2])} train_ddp.sh (srun)", requeue_phase["ddp-sbatch"].result(),
+                  refs.get("ddp")["digest"], min_requeues=2)
 
 
 def test_two_submitit_tasks_requeued_end_bit_exact(requeue_phase, refs):
-    check_ddp_run("submit.py --tasks-per-node 2", requeue_phase["ddp-submitit"].result(), refs.get("ddp")["digest"],
-                  min_requeues=1)
+    check_ddp_run("submit.py --nodes 2 --tasks-per-node 1" if TWO_NODES else "submit.py --tasks-per-node 2",
+                  requeue_phase["ddp-submitit"].result(), refs.get("ddp")["digest"], min_requeues=1)
 
 
 # -- phase 3: scancel, SIGKILL, requeue cap (all at once; SLURM queues what does not fit) -------------------
@@ -543,7 +560,9 @@ def drive_scancel(ctx: Ctx) -> dict:
 
 def drive_ddp_scancel(ctx: Ctx) -> dict:
     """A 2-task job (unpaced) cancelled once its first checkpoint is in, resubmitted by resume.py."""
-    env = dict(ctx.sbatch_env(), SBATCH_SIGNAL="USR2@20", SBATCH_OVERCOMMIT="1")  # the resubmission too
+    env = dict(ctx.sbatch_env(), SBATCH_SIGNAL="USR2@20")  # the resubmission too
+    if not TWO_NODES:
+        env["SBATCH_OVERCOMMIT"] = "1"
     return cancel_then_resume(ctx, "e2e-ddp-cancel", 10, LONG, env, tasks=2, after_step=1)
 
 
@@ -697,6 +716,8 @@ def test_a_cancelled_two_task_run_resubmitted_by_resume_py_ends_bit_exact(stops_
     assert lost_steps(events) == [(stops[0]["step"], stops[0]["step"])], why
     resumed = [e for e in events if e["event"] == "resume"]
     assert resumed and all(e["world_size"] == 2 for e in resumed), why  # resubmitted with its 2 tasks
+    if TWO_NODES:  # and its 2 nodes
+        assert res["new_info"]["NodeList"] == "node[0-1]", brief(res["new_info"])
     assert res["final"]["model_digest"] == refs.get("ddp")["digest"], why
 
 
@@ -819,3 +840,136 @@ def test_another_workload_requeues_itself_to_the_end(stops_phase):
     final = res["final"]
     assert final["state"] == "completed" and final["model"] == "char-gru-32" and final["restarts"] == 1, final
     assert final["model_digest"] == res["reference"]["model_digest"], why
+
+
+# -- phase 4: a node lost (two nodes only; alone on the cluster, as whatever runs on node1 is hit too) -------
+COLLECTIVE_S = 15  # JOBS_COLLECTIVE_TIMEOUT_SECONDS of these runs: how long a rank waits for the other, at most
+
+
+def update_node1(state: str, env: dict) -> None:
+    done = scontrol(["update", "nodename=node1", f"state={state}", *(["reason=e2e-test"] if state == "down" else [])],
+                    env)
+    assert done.returncode == 0, done.stderr
+
+
+def node1_state(env: dict) -> str:
+    """IDLE, MIXED, DOWN, DOWN+NOT_RESPONDING, ... (not sinfo -n: without -N it answers for the partition)."""
+    return scontrol(["show", "node", "-o", "node1"], env).stdout.split("State=", 1)[1].split()[0]
+
+
+def set_link_of_node1(state: str) -> None:
+    subprocess.run(["ip", "netns", "exec", "node1", "ip", "link", "set", "eth0", state], check=True, timeout=30)
+
+
+def sacct_states(job: int, env: dict) -> list[str]:
+    """The state of each run of the job, requeued ones too (sacct --duplicates), oldest first."""
+    done = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-j", str(job), "-o", "State"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    return done.stdout.split()
+
+
+def two_node_run(ctx: Ctx, name: str, env: dict) -> dict:
+    """A 2-task run of LONG (unpaced), once it committed a checkpoint in mid-run: its `res`."""
+    job, run_dir, output = ctx.submit_train(name, 10, LONG, env, tasks=2)
+    res = {"job": job, "run_dir": run_dir, "outputs": [output], "t0": time.monotonic()}
+    wait_for(lambda: [e for e in kinds(run_dir, "checkpoint") if e["step"] >= 30], 240,
+             what="a checkpoint in mid-run")
+    res["committed_before"] = max(e["step"] for e in kinds(run_dir, "checkpoint"))
+    return res
+
+
+def drive_node_down(ctx: Ctx) -> dict:
+    """node1 set DOWN under a 2-node run: SLURM kills the job and requeues it (--requeue); it resumes from its
+    last committed checkpoint once node1 is back."""
+    res = two_node_run(ctx, "e2e-node-down", dict(ctx.sbatch_env(), SBATCH_SIGNAL="USR2@20"))
+    job = res["job"]
+    try:
+        update_node1("down", ctx.env)
+        # requeued, and waiting for node1 (a node set DOWN stays DOWN: ReturnToService=1)
+        res["requeued"] = wait_for(lambda: (info := job_info(job, ctx.env)).get("Restarts") == "1"
+                                   and info.get("JobState") == "PENDING" and info, 120, what=f"job {job} requeued")
+        time.sleep(5)  # it stays pending while node1 is down (the requeued job may run after cred_expire, 5 s)
+        res["pending"], res["down_state"] = job_info(job, ctx.env), node1_state(ctx.env)
+    finally:
+        if node1_state(ctx.env).startswith("DOWN"):
+            update_node1("resume", ctx.env)
+    job_ended(ctx, res, res["t0"])
+    res["sacct"] = sacct_states(job, ctx.env)
+    return res
+
+
+def drive_network_cut(ctx: Ctx) -> dict:
+    """node1's network cut under a 2-node run: rank 0 (node0) exits within the collective timeout with a
+    `peer-lost` error, its supervisor requeues the job; the link comes back and the run continues."""
+    env = dict(ctx.sbatch_env(), SBATCH_SIGNAL="USR2@20", JOBS_COLLECTIVE_TIMEOUT_SECONDS=str(COLLECTIVE_S))
+    res = two_node_run(ctx, "e2e-network-cut", env)
+    job = res["job"]
+    try:
+        set_link_of_node1("down")
+        cut = time.monotonic()
+        (lost,) = wait_for(lambda: [e for e in kinds(res["run_dir"], "error") if e.get("cause") == "peer-lost"],
+                           COLLECTIVE_S + 60, what="rank 0's peer-lost error")
+        res["lost_after"] = time.monotonic() - cut
+        wait_for(lambda: kinds(res["run_dir"], "requeue"), 60, what="the supervisor's requeue")
+        res["requeued_after"] = time.monotonic() - cut
+    finally:
+        set_link_of_node1("up")
+    job_ended(ctx, res, res["t0"])
+    res["sacct"] = sacct_states(job, ctx.env)
+    return res
+
+
+def drive_node_failures(ctx: Ctx) -> dict:
+    """One after the other: both hit node1."""
+    results = {}
+    for name, driver in (("down", drive_node_down), ("cut", drive_network_cut)):
+        future: Future = Future()
+        try:
+            future.set_result(driver(ctx))
+        except BaseException as e:  # noqa: BLE001 - the test that reads it raises it
+            future.set_exception(e)
+        results[name] = future
+    return results
+
+
+@pytest.fixture(scope="module")
+def nodes_phase(ctx, refs):
+    if not TWO_NODES:
+        pytest.skip("SLURM_DEV_NODES=1: one node")
+    return run_phase({"nodes": drive_node_failures}, ctx)["nodes"].result()
+
+
+def test_a_node_set_down_requeues_the_run_which_resumes_bit_exact(nodes_phase, refs):
+    res = nodes_phase["down"].result()
+    events = read_events(res["run_dir"])
+    report("node1 DOWN under a 2-node run", res, sacct=res["sacct"], stop_resume_steps=lost_steps(events),
+           stops=[e["signal"] for e in events if e["event"] == "stop"])
+    why = explain(res)
+    assert res["down_state"] == "DOWN" and res["pending"]["JobState"] == "PENDING", brief(res["pending"])
+    assert res["info"]["JobState"] == "COMPLETED" and res["info"]["Restarts"] == "1", brief(res["info"]) + why
+    assert res["sacct"] == ["NODE_FAIL", "COMPLETED"], res["sacct"]
+    resumed = [i for i, e in enumerate(events) if e["event"] == "resume"]
+    assert len(resumed) == 1 and events[resumed[0]]["world_size"] == 2, why
+    # from the newest checkpoint the first job committed (SLURM's SIGTERM to the job: a save at a step boundary)
+    committed = max(e["step"] for e in events[:resumed[0]] if e["event"] == "checkpoint")
+    assert events[resumed[0]]["step"] == committed >= res["committed_before"], why
+    assert res["final"]["model_digest"] == refs.get("ddp")["digest"], why
+
+
+def test_a_network_cut_ends_in_peer_lost_and_the_requeued_run_resumes_bit_exact(nodes_phase, refs):
+    res = nodes_phase["cut"].result()
+    events = read_events(res["run_dir"])
+    report("node1's network cut under a 2-node run", res, lost_after=f"{res['lost_after']:.1f} s",
+           requeued_after=f"{res['requeued_after']:.1f} s", sacct=res["sacct"])
+    why = explain(res)
+    assert res["lost_after"] < COLLECTIVE_S + 20, why  # within the collective timeout, not a hang
+    (lost,) = [e for e in events if e["event"] == "error"]
+    assert lost["cause"] == "peer-lost" and lost["rank"] == 0, why
+    (crash,) = [e for e in events if e["event"] == "crash"]
+    assert crash["exit_code"] == 1 and crash["requeued"] is True, why
+    (requeue,) = [e for e in events if e["event"] == "requeue"]
+    assert requeue["via"] == "crash" and requeue["step"] == crash["committed_step"], why
+    resumed = [e for e in events if e["event"] == "resume"]
+    assert len(resumed) == 1 and resumed[0]["step"] == crash["committed_step"], why
+    assert res["info"]["JobState"] == "COMPLETED" and res["info"]["Restarts"] == "1", brief(res["info"]) + why
+    assert res["final"]["model_digest"] == refs.get("ddp")["digest"], why

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_cluster import REPO, TERMINAL, sbatch, scancel, squeue_state, wait_for, wait_job_state
+from tests.slurm_cluster import REPO, TERMINAL, job_info, sbatch, scancel, squeue_state, wait_for, wait_job_state
 
 TINY = ["--synthetic", "600", "--size", "1", "--epochs", "1", "--batch-size", "64", "--device", "cpu"]
 
@@ -38,8 +38,13 @@ USR2_BIT = 1 << (12 - 1)  # SigIgn/SigCgt in /proc/PID/status are masks with bit
 
 def batch_step_handles_usr2(job: int, env: dict) -> bool:
     """Whether a process of the job's batch step ignores USR2 (its `trap '' USR2` has run) or catches it
-    (the supervisor has replaced it). One-node cluster, so the job's processes are on this machine."""
-    listed = subprocess.run(["scontrol", "listpids", str(job)], env=env, capture_output=True, text=True, timeout=30)
+    (the supervisor has replaced it). The dev cluster's nodes share this machine's processes and files:
+    `scontrol listpids` asks the batch host's slurmd (named: none of them is this host's name)."""
+    node = job_info(job, env).get("BatchHost")
+    if not node:
+        return False
+    listed = subprocess.run(["scontrol", "listpids", str(job), node], env=env, capture_output=True, text=True,
+                            timeout=30)
     for line in listed.stdout.splitlines()[1:]:  # PID JOBID STEPID LOCALID GLOBALID
         fields = line.split()
         if len(fields) < 3 or fields[2] != "batch":
