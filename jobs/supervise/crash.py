@@ -1,7 +1,9 @@
 """What the supervisor does once its trainer died abnormally: record a `crash` event and, when the rules
 below allow, have the run continue from its last committed checkpoint: inside a SLURM batch job by
 requeueing the job, anywhere else (a workstation, tmux, salloc or a bare srun) by running the same trainer
-command again in place, as its child again.
+command again in place, as its child again. A trainer that died of a signal the supervisor forwarded to it
+(SLURM's TERM reaching a trainer that is exiting after its own requeue, a cancel, a Ctrl-C) is no crash: the
+supervisor exits as it did, nothing recorded.
 
 A trainer is retried only when all of these hold:
 - it died by a signal, or exited with a code jobs.exit_codes.RETRIED_BY_SUPERVISOR names (1, an unhandled

@@ -72,6 +72,9 @@ class Supervisor:
                 if returncode >= 0 and returncode not in RETRIED_BY_SUPERVISOR:
                     return returncode
                 received = {signal.Signals(s).name for s in self.received}
+                if returncode < 0 and signal.Signals(-returncode).name in received:
+                    # the signal forwarded to it (SLURM's TERM as a requeue or a cancel, a Ctrl-C): not a crash
+                    return 128 - returncode
                 standby = self.standby.state() if self.standby else None
                 exit_code, retry = handle_crash(self.command, returncode, start_step, crash_step, received, standby)
                 if not retry:

@@ -59,14 +59,6 @@ def explain(run_dir: Path, output: Path) -> str:
     return f"\nevents of {run_dir.name}:\n" + "\n".join(lines) + f"\n--- {output}:\n" + "\n".join(tail)
 
 
-def benign(crash: dict, before: dict) -> bool:
-    """A trainer that had requeued its task and was still exiting when the requeue's SIGTERM came: the run is
-    safe (its stop was saved, the task requeued), and the supervisor, told that SLURM stops the job, retries
-    nothing."""
-    return (crash["exit_status"] == "killed by SIGTERM" and not crash["requeued"] and before["event"] == "requeue"
-            and before["step"] == crash["committed_step"])
-
-
 def lost_steps(run_events: list[dict]) -> list[tuple[int, int]]:
     """(stop step, next resume step) of every stop that was resumed."""
     pairs, stop = [], None
@@ -117,15 +109,15 @@ def test_a_sweep_is_one_array_whose_tasks_requeue_alone_and_end_bit_exact(slurm_
         why = explain(run_dir, output)
         run_events = events(run_dir)
         requeues = [e for e in run_events if e["event"] == "requeue"]
-        crashes = [(e, run_events[i - 1]) for i, e in enumerate(run_events) if e["event"] == "crash"]
+        crashes = [e for e in run_events if e["event"] == "crash"]
         print(f"\n[sweep-e2e] task {task['index']} {task['run_id']}: JobState {info.get('JobState')}, "
-              f"Restarts {info.get('Restarts')}, requeues {len(requeues)}, SIGTERMs while exiting {len(crashes)}")
+              f"Restarts {info.get('Restarts')}, requeues {len(requeues)}, crashes {len(crashes)}")
         assert info["JobState"] == "COMPLETED", f"{info.get('JobState')} {info.get('ExitCode')}" + why
         # each task requeued by its own warnings only: as many restarts as its own requeue events
         assert len(requeues) >= 1 and int(info["Restarts"]) == len(requeues), why
         assert all(e.get("signal") == "SIGUSR2" for e in requeues), why
         assert not [e for e in run_events if e["event"] == "error"], why
-        assert all(benign(crash, before) for crash, before in crashes), why
+        assert not crashes, why  # a requeue's TERM that reaches an exiting trainer is no crash (jobs.supervise)
         pairs = lost_steps(run_events)
         assert len(pairs) == len(requeues) and all(stop == resumed for stop, resumed in pairs), why  # none lost
         assert summary["run_id"] == task["run_id"] and summary["values"] == task["values"], summary
