@@ -83,7 +83,7 @@ def parse_sacct(text: str) -> dict[str, dict]:
     jobs = {}
     for line in text.splitlines():
         job_id, _, state = line.partition("|")
-        if job_id.strip().isdigit() and state.strip():
+        if job_id.strip().replace("_", "", 1).isdigit() and state.strip():  # "123" or an array task's "123_4"
             # "CANCELLED by 0" -> CANCELLED; a requeued job has one line per job id (-X), its latest state
             jobs[job_id.strip()] = {"state": state.split()[0], "time_left": None}
     return jobs

@@ -4,10 +4,11 @@ from jobs.slurm import queries, requeue
 
 def test_sacct_lines_give_each_job_its_final_state():
     # `sacct -n -X -P -o JobID,State` output: one line per job (-X: no .batch steps), "|"-separated
-    text = "41|COMPLETED\n42|CANCELLED by 0\n43|RUNNING\n44.batch|COMPLETED\n45|\n\n"
+    text = "41|COMPLETED\n42|CANCELLED by 0\n43|RUNNING\n44.batch|COMPLETED\n45|\n46_2|TIMEOUT\n46_[3-5]|PENDING\n\n"
     assert queries.parse_sacct(text) == {"41": {"state": "COMPLETED", "time_left": None},
                                        "42": {"state": "CANCELLED", "time_left": None},
-                                       "43": {"state": "RUNNING", "time_left": None}}
+                                       "43": {"state": "RUNNING", "time_left": None},
+                                       "46_2": {"state": "TIMEOUT", "time_left": None}}  # an array's task
 
 
 def test_a_run_stops_requeuing_after_two_jobs_without_a_step():
