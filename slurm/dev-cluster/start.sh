@@ -111,9 +111,9 @@ AuthInfo=cred_expire=5
 # SIGTERM -> SIGKILL after 10 s; finished jobs stay visible to scontrol for 10 min.
 KillWait=10
 MinJobAge=600
-# A node that does not answer for 30 s is DOWN (its jobs killed, --requeue ones requeued), and back once
+# A node that does not answer for 60 s is DOWN (its jobs killed, --requeue ones requeued), and back once
 # its slurmd answers again; one set DOWN by scontrol stays DOWN until `scontrol update ... state=resume`.
-SlurmdTimeout=30
+SlurmdTimeout=60
 ReturnToService=1
 # the nodes' CPUs are the ones configured here, not those slurmd counts (see cpus= above)
 SlurmdParameters=config_overrides
