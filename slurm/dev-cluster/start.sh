@@ -25,10 +25,13 @@ node_list=node0; [ "$NODES" -gt 1 ] && node_list="node[0-$((NODES - 1))]"
 # Ask slurmctld only if its process lives: a client retries a dead one for 9 s.
 pid=$(cat "$DIR/slurmctld.pid" 2>/dev/null) || true
 if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slurmctld ] && running=$(timeout 5 sinfo -h -N -o %N 2>/dev/null); then
-    if [ "$(sort -u <<<"$running" | wc -l)" -eq "$NODES" ]; then
+    if [ "$(sort -u <<<"$running" | wc -l)" -ne "$NODES" ]; then
+        log "running with other nodes ($(sort -u <<<"$running" | xargs)) than SLURM_DEV_NODES=$NODES asks for: restarting"
+    elif ! timeout 10 sacct -n -X -j 1 >/dev/null 2>&1; then
+        log "running, but its accounting does not answer (MariaDB or slurmdbd gone): restarting"
+    else
         log "already running ($DIR, $NODES node(s))"; echo "export SLURM_CONF=$SLURM_CONF"; exit 0
     fi
-    log "running with other nodes ($(sort -u <<<"$running" | xargs)) than SLURM_DEV_NODES=$NODES asks for: restarting"
 fi
 [ "$(id -u)" -eq 0 ] || { log "start.sh must run as root"; exit 1; }
 t0=$(date +%s%N)
@@ -145,7 +148,8 @@ install -d -o mysql -g mysql "$DIR/mysql"
 db=$DIR/mysql
 mariadb-install-db --user=mysql --datadir="$db/data" --auth-root-authentication-method=socket \
     >"$DIR/log/mysql-install.log" 2>&1 || { log "mariadb-install-db failed; see $DIR/log/mysql-install.log"; exit 1; }
-mariadbd --user=mysql --datadir="$db/data" --socket="$db/mysql.sock" --pid-file="$db/mysql.pid" \
+# its own session, like the daemons that fork themselves: the caller's process group may be killed when it ends
+setsid mariadbd --user=mysql --datadir="$db/data" --socket="$db/mysql.sock" --pid-file="$db/mysql.pid" \
     --port="$DB_PORT" --bind-address=127.0.0.1 --log-error="$db/error.log" >/dev/null 2>&1 &
 for _ in $(seq 80); do
     mariadb -S "$db/mysql.sock" -e "SELECT 1" >/dev/null 2>&1 && break
